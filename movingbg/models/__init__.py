@@ -1,0 +1,1 @@
+"""Networks (no ComfyUI imports)."""

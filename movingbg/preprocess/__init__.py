@@ -1,0 +1,1 @@
+"""Motion extraction: pose (foreground), human matte, background point tracks."""

@@ -1,0 +1,132 @@
+"""Finding, downloading and verifying weight files.
+
+Every download is written to a temporary file beside its destination, verified against its SHA-256
+and only then renamed into place, so an interrupted or corrupt download never leaves a file that
+looks valid. Files the user placed in a model folder themselves are used as they are.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import tempfile
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Optional, Sequence
+
+logger = logging.getLogger(__name__)
+
+ProgressFn = Callable[[int, Optional[int]], None]
+"""``progress(bytes_done, bytes_total_or_None)``."""
+
+_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class WeightSpec:
+    """A weight file known to MovingBG.
+
+    Attributes:
+        filename: file name looked up in the model folders and used for the download.
+        urls: download locations, tried in order.
+        sha256: hex digest every download must match.
+        description: what the file is, for error messages.
+    """
+
+    filename: str
+    urls: tuple[str, ...]
+    sha256: str
+    description: str = ""
+
+
+class WeightsNotFoundError(FileNotFoundError):
+    """A weight file is neither in the model folders nor downloadable."""
+
+
+class ChecksumError(RuntimeError):
+    """A downloaded file does not match its expected SHA-256."""
+
+
+def sha256_file(path: os.PathLike | str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(_CHUNK), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def find_weight(filename: str, search_dirs: Iterable[os.PathLike | str]) -> Optional[Path]:
+    """First existing ``<dir>/<filename>`` among ``search_dirs`` (non-empty files only)."""
+    for d in search_dirs:
+        p = Path(d) / filename
+        if p.is_file() and p.stat().st_size > 0:
+            return p
+    return None
+
+
+def download(url: str, dest: os.PathLike | str, sha256: str, progress: Optional[ProgressFn] = None,
+             timeout: float = 30.0) -> Path:
+    """Download ``url`` to ``dest`` atomically, verifying ``sha256``. Returns ``dest``."""
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=dest.name + ".", suffix=".part", dir=dest.parent)
+    h = hashlib.sha256()
+    try:
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as resp:
+            total = resp.headers.get("Content-Length")
+            total = int(total) if total and total.isdigit() else None
+            done = 0
+            for chunk in iter(lambda: resp.read(_CHUNK), b""):
+                out.write(chunk)
+                h.update(chunk)
+                done += len(chunk)
+                if progress is not None:
+                    progress(done, total)
+            out.flush()
+            os.fsync(out.fileno())
+        digest = h.hexdigest()
+        if digest.lower() != sha256.lower():
+            raise ChecksumError(
+                f"{dest.name} downloaded from {url} has SHA-256 {digest}, expected {sha256}; "
+                "the file was discarded. Try again, or download it by hand into " + str(dest.parent)
+            )
+        os.replace(tmp, dest)
+        return dest
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def ensure_weight(spec: WeightSpec, search_dirs: Sequence[os.PathLike | str], download_dir: os.PathLike | str,
+                  *, allow_download: bool = True, progress: Optional[ProgressFn] = None) -> Path:
+    """Path of ``spec.filename``: found in ``search_dirs``, else downloaded into ``download_dir``.
+
+    Raises:
+        WeightsNotFoundError: not found and the download is disabled or failed for every URL; the
+            message names the file, the URLs and the folder to put it in.
+        ChecksumError: a download completed with the wrong hash.
+    """
+    found = find_weight(spec.filename, search_dirs)
+    if found is not None:
+        return found
+    dest = Path(download_dir) / spec.filename
+    errors = []
+    if allow_download:
+        for url in spec.urls:
+            logger.info("Downloading %s from %s", spec.filename, url)
+            try:
+                return download(url, dest, spec.sha256, progress)
+            except (urllib.error.URLError, OSError, TimeoutError) as exc:
+                errors.append(f"{url}: {exc}")
+                logger.warning("Download of %s from %s failed: %s", spec.filename, url, exc)
+    what = f" ({spec.description})" if spec.description else ""
+    looked = ", ".join(str(d) for d in search_dirs) or "(no folders)"
+    reason = "; ".join(errors) if errors else "downloads are disabled"
+    raise WeightsNotFoundError(
+        f"Weight file '{spec.filename}'{what} is missing. Looked in: {looked}. "
+        f"Download it from {' or '.join(spec.urls)} (SHA-256 {spec.sha256}) and put it in {download_dir}. "
+        f"Automatic download failed: {reason}."
+    )

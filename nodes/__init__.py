@@ -1,0 +1,13 @@
+"""ComfyUI glue: one module per stage, each exporting NODE_CLASS_MAPPINGS / NODE_DISPLAY_NAME_MAPPINGS."""
+
+from . import paths, video
+
+paths.register_model_folders()
+
+_MODULES = (video,)
+
+NODE_CLASS_MAPPINGS: dict = {}
+NODE_DISPLAY_NAME_MAPPINGS: dict = {}
+for _m in _MODULES:
+    NODE_CLASS_MAPPINGS.update(_m.NODE_CLASS_MAPPINGS)
+    NODE_DISPLAY_NAME_MAPPINGS.update(_m.NODE_DISPLAY_NAME_MAPPINGS)
