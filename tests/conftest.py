@@ -16,3 +16,13 @@ def host(tmp_path_factory):
     from tests.host.harness import Host
 
     return Host(tmp_path_factory.mktemp("comfy"))
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory):
+    """The real ComfyUI server, headless on 127.0.0.1, with our pack (one per test session)."""
+    from tests.host.server import ComfyServer
+
+    srv = ComfyServer(tmp_path_factory.mktemp("server"))
+    yield srv
+    srv.close()
