@@ -32,14 +32,24 @@ class WeightSpec:
     Attributes:
         filename: file name looked up in the model folders and used for the download.
         urls: download locations, tried in order.
-        sha256: hex digest every download must match.
+        sha256: hex SHA-256 every download must match (None when only ``md5`` is published).
         description: what the file is, for error messages.
+        md5: hex MD5 published by the upstream project, checked as well when given.
     """
 
     filename: str
     urls: tuple[str, ...]
-    sha256: str
+    sha256: Optional[str]
     description: str = ""
+    md5: Optional[str] = None
+
+    def __post_init__(self) -> None:
+        if not (self.sha256 or self.md5):
+            raise ValueError(f"WeightSpec {self.filename}: a download needs a sha256 or md5 to verify")
+
+    @property
+    def checksum_text(self) -> str:
+        return ", ".join(f"{k} {v}" for k, v in (("SHA-256", self.sha256), ("MD5", self.md5)) if v)
 
 
 class WeightsNotFoundError(FileNotFoundError):
@@ -67,13 +77,15 @@ def find_weight(filename: str, search_dirs: Iterable[os.PathLike | str]) -> Opti
     return None
 
 
-def download(url: str, dest: os.PathLike | str, sha256: str, progress: Optional[ProgressFn] = None,
-             timeout: float = 30.0) -> Path:
-    """Download ``url`` to ``dest`` atomically, verifying ``sha256``. Returns ``dest``."""
+def download(url: str, dest: os.PathLike | str, sha256: Optional[str], progress: Optional[ProgressFn] = None,
+             timeout: float = 30.0, md5: Optional[str] = None) -> Path:
+    """Download ``url`` to ``dest`` atomically, verifying ``sha256`` and/or ``md5``. Returns ``dest``."""
+    if not (sha256 or md5):
+        raise ValueError("download() needs an expected sha256 or md5")
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=dest.name + ".", suffix=".part", dir=dest.parent)
-    h = hashlib.sha256()
+    h, h_md5 = hashlib.sha256(), hashlib.md5()
     try:
         with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as resp:
             total = resp.headers.get("Content-Length")
@@ -82,17 +94,18 @@ def download(url: str, dest: os.PathLike | str, sha256: str, progress: Optional[
             for chunk in iter(lambda: resp.read(_CHUNK), b""):
                 out.write(chunk)
                 h.update(chunk)
+                h_md5.update(chunk)
                 done += len(chunk)
                 if progress is not None:
                     progress(done, total)
             out.flush()
             os.fsync(out.fileno())
-        digest = h.hexdigest()
-        if digest.lower() != sha256.lower():
-            raise ChecksumError(
-                f"{dest.name} downloaded from {url} has SHA-256 {digest}, expected {sha256}; "
-                "the file was discarded. Try again, or download it by hand into " + str(dest.parent)
-            )
+        for name, want, got in (("SHA-256", sha256, h.hexdigest()), ("MD5", md5, h_md5.hexdigest())):
+            if want and got.lower() != want.lower():
+                raise ChecksumError(
+                    f"{dest.name} downloaded from {url} has {name} {got}, expected {want}; "
+                    "the file was discarded. Try again, or download it by hand into " + str(dest.parent)
+                )
         os.replace(tmp, dest)
         return dest
     finally:
@@ -118,7 +131,7 @@ def ensure_weight(spec: WeightSpec, search_dirs: Sequence[os.PathLike | str], do
         for url in spec.urls:
             logger.info("Downloading %s from %s", spec.filename, url)
             try:
-                return download(url, dest, spec.sha256, progress)
+                return download(url, dest, spec.sha256, progress, md5=spec.md5)
             except (urllib.error.URLError, OSError, TimeoutError) as exc:
                 errors.append(f"{url}: {exc}")
                 logger.warning("Download of %s from %s failed: %s", spec.filename, url, exc)
@@ -127,6 +140,6 @@ def ensure_weight(spec: WeightSpec, search_dirs: Sequence[os.PathLike | str], do
     reason = "; ".join(errors) if errors else "downloads are disabled"
     raise WeightsNotFoundError(
         f"Weight file '{spec.filename}'{what} is missing. Looked in: {looked}. "
-        f"Download it from {' or '.join(spec.urls)} (SHA-256 {spec.sha256}) and put it in {download_dir}. "
+        f"Download it from {' or '.join(spec.urls)} ({spec.checksum_text}) and put it in {download_dir}. "
         f"Automatic download failed: {reason}."
     )
