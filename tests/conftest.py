@@ -26,3 +26,16 @@ def server(tmp_path_factory):
     srv = ComfyServer(tmp_path_factory.mktemp("server"))
     yield srv
     srv.close()
+
+
+@pytest.fixture(scope="session")
+def dwpose_models(host):
+    """Small ONNX stand-ins with DWPose's I/O signatures, placed where the pose node looks for weights."""
+    from movingbg.preprocess.pose import DWPOSE_DETECTOR, DWPOSE_POSE
+    from tests.fixtures.dummy_onnx import make_detector_onnx, make_simcc_pose_onnx, wholebody_template
+
+    folder = Path(host.folder_paths.models_dir) / "movingbg" / "pose"
+    folder.mkdir(parents=True, exist_ok=True)
+    det = make_detector_onnx(folder / DWPOSE_DETECTOR.filename, [(200, 120, 440, 600, 0.9)])
+    pose = make_simcc_pose_onnx(folder / DWPOSE_POSE.filename, wholebody_template())
+    return det, pose

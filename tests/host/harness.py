@@ -15,9 +15,8 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .comfyui_host import PACK_DIR, ensure_comfyui
+from movingbg.host import PACK_DIR, PACK_NAME, ensure_comfyui, link_pack
 
-PACK_NAME = "MovingBG"
 
 
 class _Server:
@@ -39,15 +38,6 @@ class _Server:
 
 def _run(value):
     return asyncio.run(value) if inspect.isawaitable(value) else value
-
-
-def link_pack(custom_nodes_dir: Path) -> Path:
-    """``custom_nodes_dir/MovingBG`` -> this checkout (a symlink), so the pack loads under its real name."""
-    custom_nodes_dir.mkdir(parents=True, exist_ok=True)
-    link = custom_nodes_dir / PACK_NAME
-    if not link.exists():
-        link.symlink_to(PACK_DIR, target_is_directory=True)
-    return link
 
 
 @dataclass
@@ -90,6 +80,8 @@ class Host:
         import nodes
 
         self.nodes, self.execution = nodes, execution
+        for extra in ("nodes_mask.py",):  # stock comfy_extras nodes our workflows use (MaskToImage)
+            _run(nodes.load_custom_node(str(self.root / "comfy_extras" / extra)))
         link = link_pack(self.workdir / "custom_nodes")
         before = set(nodes.NODE_CLASS_MAPPINGS)
         loaded = _run(nodes.load_custom_node(str(link)))
