@@ -89,7 +89,7 @@ class MovingBGExtractTracks:
         if backend == "klt":
             tracks = track_klt(frames, alpha, num_points=num_points, min_distance=min_distance, reseed=reseed,
                                check_interrupt=interrupt_check(),
-                               on_frame=progress_and_interrupt(max(1, len(frames) - 1)))
+                               on_frame=progress_and_interrupt(len(frames)))
         elif backend == "cotracker3":
             tracks = _cotracker(frames, alpha, num_points, min_distance, reseed_every if reseed else 0)
         else:
@@ -114,8 +114,9 @@ class MovingBGCameraTracks:
             "images": ("IMAGE", {"tooltip": "Frames that set the clip length and size (the driving video)."}),
             "move": (list(MOVES), {"default": "pan_right", "tooltip": "Camera move to synthesise."}),
             "strength": ("FLOAT", {"default": 0.2, "min": 0.0, "max": 2.0, "step": 0.01,
-                                   "tooltip": "Size of the move over the whole clip (fraction of the frame width; "
-                                              "zoom: relative scale change)."}),
+                                   "tooltip": "Size of the move over the whole clip: pan/orbit = fraction of the frame "
+                                              "width, tilt = fraction of the height, zoom = relative scale change, "
+                                              "handheld = peak shake as a fraction of the frame size."}),
             "easing": (list(EASINGS), {"default": "ease_in_out", "tooltip": "How the move speeds up and slows down."}),
             "num_points": ("INT", {"default": 50, "min": 1, "max": 1000, "tooltip": "Number of tracks."}),
             "seed": ("INT", {"default": 0, "min": 0, "max": 2**31 - 1,

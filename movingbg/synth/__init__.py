@@ -1,6 +1,6 @@
 """Deterministic synthetic clips with exact ground truth (test fixtures and demos)."""
 
-from movingbg.synth.scene import (
+from .scene import (
     OPENPOSE18_NAMES,
     SynthClip,
     gt_background_tracks,

@@ -4,7 +4,9 @@ The background is a procedurally generated texture (multi-scale value noise plus
 so it has many strong corners to track) that is larger than the frame and is rendered into every
 frame with ``cv2.warpAffine`` (bilinear). Frame ``t`` shows the frame-0 background moved by a known
 similarity transform ``bg_transforms[t]`` (pan, zoom, rotation about the frame centre), so
-ground-truth background tracks are exact up to OpenCV's 1/32 px interpolation grid.
+ground-truth background tracks are exact (the texture is warped as float32, which OpenCV 5 samples
+at exact sub-pixel positions; older OpenCV builds snap positions to a 1/32 px grid, an error of at
+most 1/64 px that does not accumulate over frames).
 
 The foreground "person" is drawn FROM ground-truth OpenPose-18 body keypoints (limbs as capsules
 between joints, a torso polygon and a head ellipse) and composited with an anti-aliased alpha matte.
@@ -23,7 +25,7 @@ from typing import Union
 import cv2
 import numpy as np
 
-from movingbg.types import Tracks
+from ..types import Tracks
 
 logger = logging.getLogger(__name__)
 
@@ -171,7 +173,9 @@ def _make_texture(rng: np.random.Generator, height: int, width: int) -> np.ndarr
             for i in range(3):
                 for j in range(3):
                     c = colour if (i + j) % 2 == 0 else other
-                    cv2.rectangle(tex, (x0 + i * sq, y0 + j * sq), (x0 + (i + 1) * sq - 1, y0 + (j + 1) * sq - 1), c, -1)
+                    top_left = (x0 + i * sq, y0 + j * sq)
+                    bottom_right = (x0 + (i + 1) * sq - 1, y0 + (j + 1) * sq - 1)
+                    cv2.rectangle(tex, top_left, bottom_right, c, -1)
     # a little blur so that bilinear resampling (and sub-pixel tracking) behaves well
     return cv2.GaussianBlur(tex, (0, 0), 0.7)
 
@@ -257,7 +261,9 @@ def _fx(p: np.ndarray) -> tuple[int, int]:
     return int(round(p[0] * _SCALE)), int(round(p[1] * _SCALE))
 
 
-def _render_figure(kp: np.ndarray, height: int, width: int, unit: float, fp: _FigureParams) -> tuple[np.ndarray, np.ndarray]:
+def _render_figure(
+    kp: np.ndarray, height: int, width: int, unit: float, fp: _FigureParams
+) -> tuple[np.ndarray, np.ndarray]:
     """Draw the figure from its keypoints.
 
     Returns:
@@ -367,7 +373,9 @@ def make_clip(
     margin = 4.0
     x0, y0 = np.floor(seen.min(axis=0) - margin)
     x1, y1 = np.ceil(seen.max(axis=0) + margin)
-    tex = _make_texture(rng, int(y1 - y0) + 1, int(x1 - x0) + 1)
+    # float32 texture: OpenCV (5) samples float images at exact sub-pixel positions, uint8 ones on a
+    # 1/32 px grid
+    tex = _make_texture(rng, int(y1 - y0) + 1, int(x1 - x0) + 1).astype(np.float32)
     to_tex = np.array([[1.0, 0.0, -x0], [0.0, 1.0, -y0], [0.0, 0.0, 1.0]])  # frame-0 -> texture
 
     frames = np.empty((T, H, W, 3), dtype=np.uint8)
@@ -377,9 +385,10 @@ def make_clip(
     unit = float(figure_height) * H / 0.95
     for t in range(T):
         frame_to_tex = (to_tex @ inv[t])[:2]  # destination (frame t) -> source (texture)
-        bg = cv2.warpAffine(
+        warped = cv2.warpAffine(
             tex, frame_to_tex, (W, H), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REFLECT101
         )
+        bg = np.clip(np.rint(warped), 0, 255).astype(np.uint8)
         background[t] = bg
         if not figure:
             frames[t] = bg

@@ -120,11 +120,14 @@ class Host:
         return Result(bool(self.executor.success), outputs, list(self.executor.status_messages),
                       errors[0][1] if errors else None)
 
-    def node_output(self, prompt: dict, node_id: str):
-        """Raw Python outputs of a node after ``run`` (from the executor's cache)."""
-        cache = self.executor.outputs if hasattr(self.executor, "outputs") else None
-        if isinstance(cache, dict):
-            return cache.get(node_id)
-        caches = getattr(self.executor, "caches", None)
-        value = caches.outputs.get(node_id) if caches is not None else None
-        return getattr(value, "outputs", value)
+    def node_output(self, node_id: str, slot: int = 0):
+        """The Python value a node returned on output ``slot`` in the last ``run`` (executor cache)."""
+        cache = getattr(self.executor, "outputs", None)
+        if isinstance(cache, dict):  # March-2024 executor: {node_id: [[value per batch] per slot]}
+            value = cache.get(node_id)
+        else:  # current executor: caches.outputs.get(node_id) -> entry with .outputs
+            value = self.executor.caches.outputs.get(node_id)
+            value = getattr(value, "outputs", value)
+        if value is None:
+            raise KeyError(f"node {node_id} has no cached output")
+        return value[slot][0]

@@ -56,7 +56,7 @@ def test_demo_workflow_executes_in_host(host):
     for node_id in ("8", "9", "10", "11"):
         video = read_video(_saved(host, r, node_id))
         assert video.frames.shape[:3] == (12, 128, 160)
-    tracks = host.node_output(prompt, "5")[0][0]
+    tracks = host.node_output("5", 0)
     assert tracks.num_frames == 12 and tracks.visible.sum(axis=1).min() >= 10
     pose_video = read_video(_saved(host, r, "8")).frames
     assert pose_video.max() > 100 and (pose_video.max(axis=-1) < 20).mean() > 0.7  # skeleton on black
@@ -72,5 +72,5 @@ def test_dwpose_workflow_executes_with_local_weights(host, dwpose_models):
     prompt["1"]["inputs"]["width"] = 128
     r = host.run(prompt)
     assert r.ok, r.error
-    kp = host.node_output(prompt, "2")[0][1]
+    kp = host.node_output("2", 1)
     assert len(kp) == 6 and kp[0]["people"], "the dummy DWPose model places one person in every frame"
