@@ -8,6 +8,7 @@ the memory. ONNX sessions (pose, matte) live outside torch and are cached by fil
 from __future__ import annotations
 
 import logging
+import os
 from collections import OrderedDict
 from typing import Callable
 
@@ -36,8 +37,15 @@ def cached(key: tuple, build: Callable[[], object]) -> object:
     return value
 
 
-def weight_path(spec: WeightSpec, folder: str, allow_download: bool = True) -> str:
+def downloads_allowed() -> bool:
+    """False when ``MOVINGBG_OFFLINE`` is set (1/true/yes): missing weights then fail at once."""
+    return os.environ.get("MOVINGBG_OFFLINE", "").strip().lower() not in ("1", "true", "yes")
+
+
+def weight_path(spec: WeightSpec, folder: str, allow_download: bool | None = None) -> str:
     """Find ``spec`` in the registered folders for ``folder``, else download it there (progress bar)."""
+    if allow_download is None:
+        allow_download = downloads_allowed()
     state = {"bar": None}
 
     def on_bytes(done: int, total) -> None:

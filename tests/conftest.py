@@ -8,6 +8,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 os.environ.setdefault("OMP_NUM_THREADS", "2")
+os.environ["MOVINGBG_OFFLINE"] = "1"  # no test touches the network
 
 
 @pytest.fixture(scope="session")
