@@ -53,6 +53,6 @@ def test_api_command_uploads_substitutes_and_downloads(server, tmp_path):
     assert res.returncode == 0, res.stderr[-3000:]
     videos = sorted(out.glob("*.mp4"))
     assert len(videos) == 4 and all(read_video(v).frames.shape[0] == 6 for v in videos)
-    bad = subprocess.run(cmd[:5] + ["--set", "1.video=missing.mp4"], cwd=Path(__file__).resolve().parents[2],
+    bad = subprocess.run(cmd[:6] + ["--set", "1.video=missing.mp4"], cwd=Path(__file__).resolve().parents[2],
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 1 and "rejected the workflow" in bad.stderr
