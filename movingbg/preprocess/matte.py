@@ -88,29 +88,47 @@ def body_seed_mask(bodies: Sequence[np.ndarray], width: int, height: int, conf: 
     return labels
 
 
+def _roi(seeds: np.ndarray, pad_frac: float = 0.25) -> tuple[slice, slice]:
+    """Bounding box of the non-background seeds, padded so GrabCut still sees background around it."""
+    ys, xs = np.nonzero(seeds != 0)  # 0 = cv2.GC_BGD
+    h, w = seeds.shape
+    py, px = int((ys.max() - ys.min() + 1) * pad_frac) + 4, int((xs.max() - xs.min() + 1) * pad_frac) + 4
+    return (slice(max(0, ys.min() - py), min(h, ys.max() + py + 1)),
+            slice(max(0, xs.min() - px), min(w, xs.max() + px + 1)))
+
+
 def _grabcut(frame: np.ndarray, seeds: np.ndarray, iterations: int, work_size: int) -> np.ndarray:
+    """GrabCut restricted to the padded box around the seeds, at most ``work_size`` px on its long side."""
     import cv2
 
     h, w = seeds.shape
+    out = np.zeros((h, w), np.float32)
     if not np.any(seeds == cv2.GC_FGD) and not np.any(seeds == cv2.GC_PR_FGD):
-        return np.zeros((h, w), np.float32)
-    scale = min(1.0, work_size / max(h, w))
-    size = (max(8, int(round(w * scale))), max(8, int(round(h * scale))))
-    img = cv2.resize(frame, size, interpolation=cv2.INTER_AREA) if scale < 1 else frame
-    lab = cv2.resize(seeds, size, interpolation=cv2.INTER_NEAREST) if scale < 1 else seeds.copy()
+        return out
+    sy, sx = _roi(seeds)
+    crop, lab = frame[sy, sx], seeds[sy, sx]
+    ch, cw = lab.shape
+    scale = min(1.0, work_size / max(ch, cw))
+    size = (max(8, int(round(cw * scale))), max(8, int(round(ch * scale))))
+    if scale < 1:
+        crop = cv2.resize(crop, size, interpolation=cv2.INTER_AREA)
+        lab = cv2.resize(lab, size, interpolation=cv2.INTER_NEAREST)
+    else:
+        lab = lab.copy()
     bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
-    has_bg = np.any((lab == cv2.GC_BGD) | (lab == cv2.GC_PR_BGD))
-    if has_bg:
+    if np.any((lab == cv2.GC_BGD) | (lab == cv2.GC_PR_BGD)):
         try:
-            cv2.grabCut(np.ascontiguousarray(img[..., ::-1]), lab, None, bgd, fgd, iterations, cv2.GC_INIT_WITH_MASK)
+            cv2.grabCut(np.ascontiguousarray(crop[..., ::-1]), lab, None, bgd, fgd, iterations,
+                        cv2.GC_INIT_WITH_MASK)
         except cv2.error as exc:  # degenerate colour models (e.g. a flat frame): keep the seeds
             logger.debug("GrabCut failed, using the skeleton seeds: %s", exc)
     person = ((lab == cv2.GC_FGD) | (lab == cv2.GC_PR_FGD)).astype(np.float32)
-    return cv2.resize(person, (w, h), interpolation=cv2.INTER_LINEAR) if scale < 1 else person
+    out[sy, sx] = cv2.resize(person, (cw, ch), interpolation=cv2.INTER_LINEAR) if scale < 1 else person
+    return out
 
 
 def matte_from_pose(frames: np.ndarray, bodies: Sequence[Sequence[np.ndarray]], *, conf: float = 0.3,
-                    iterations: int = 3, work_size: int = 320, feather: float = 1.5,
+                    iterations: int = 3, work_size: int = 256, feather: float = 1.5,
                     on_frame: Optional[Callable[[int], None]] = None) -> np.ndarray:
     """Soft human matte from frames and their body skeletons (offline, no weights).
 
