@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 import numpy as np
 
@@ -72,3 +73,56 @@ class Tracks:
     def subset(self, index: np.ndarray) -> "Tracks":
         """Keep the tracks listed in ``index`` (an int array or a bool mask over N)."""
         return Tracks(self.points[:, index], self.visible[:, index], self.width, self.height)
+
+
+@dataclass(frozen=True, eq=False)
+class ReferenceInput:
+    """The encoded reference image (computed once per video).
+
+    Attributes:
+        latent: ``(1, 4, h, w)`` float32 VAE latent in the VAE's raw space (not yet scaled).
+        clip_embeds: ``(1, 1, D)`` float32 CLIP image embedding (``image_embeds``), or None.
+        image: ``(H, W, 3)`` uint8 reference image (for previews and pose checks).
+    """
+
+    latent: "object"
+    clip_embeds: "object"
+    image: np.ndarray
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """``(width, height)`` of the reference image in pixels."""
+        return int(self.image.shape[1]), int(self.image.shape[0])
+
+
+@dataclass(frozen=True, eq=False)
+class MotionInput:
+    """The driving motion, kept as uint8 on the CPU (one clip at a time goes to the device).
+
+    Attributes:
+        pose_maps: ``(T, H, W, 3)`` uint8 pose renders, or None (no foreground guidance).
+        track_maps: ``(T, H, W, 3)`` uint8 track maps, or None (no background guidance).
+        pose_mismatch: distance between the first driving pose and the reference pose (fraction of
+            the frame height), or None when unknown.
+    """
+
+    pose_maps: Optional[np.ndarray]
+    track_maps: Optional[np.ndarray]
+    pose_mismatch: Optional[float] = None
+
+    def __post_init__(self) -> None:
+        maps = [m for m in (self.pose_maps, self.track_maps) if m is not None]
+        if not maps:
+            raise ValueError("motion needs pose maps, track maps, or both")
+        if len({m.shape for m in maps}) != 1:
+            raise ValueError(f"pose maps {self.pose_maps.shape} and track maps {self.track_maps.shape} differ; "
+                             "they must have the same frame count and size")
+
+    @property
+    def num_frames(self) -> int:
+        return int((self.pose_maps if self.pose_maps is not None else self.track_maps).shape[0])
+
+    @property
+    def size(self) -> tuple[int, int]:
+        m = self.pose_maps if self.pose_maps is not None else self.track_maps
+        return int(m.shape[2]), int(m.shape[1])

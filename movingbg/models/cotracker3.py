@@ -464,7 +464,10 @@ class CoTracker3Offline(nn.Module):
 
         video = 2.0 * (video / 255.0) - 1.0
         frames = queries[..., 0].long()                                      # (B, N)
-        q_xy = queries[..., 1:3].float() / self.stride                       # (B, N, 2)
+        q_xy = queries[..., 1:3]
+        if not q_xy.is_floating_point():
+            q_xy = q_xy.float()
+        q_xy = q_xy / self.stride                                            # (B, N, 2)
 
         levels = self._pyramid(self.encode_frames(video, check_interrupt))
         support = [self._support_features(lvl, frames, q_xy / 2 ** i) for i, lvl in enumerate(levels)]

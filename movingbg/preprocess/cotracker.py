@@ -201,7 +201,8 @@ def track_points(model: CoTracker3Offline, video: np.ndarray, queries: np.ndarra
         support_grid: side of the grid of extra queries on frame 0 that are tracked jointly to
             give the model context (6 officially; 0 disables). They are not returned.
         device: where the network runs.
-        dtype: ``torch.float32``, or ``torch.float16`` / ``torch.bfloat16`` to run under autocast.
+        dtype: ``torch.float32``, or ``torch.float16`` / ``torch.bfloat16`` to run under autocast
+            (meant for GPUs; on CPUs without native bf16/fp16 it is much slower).
         check_interrupt: called between refinement iterations (and CNN chunks); raise to abort.
 
     Returns:
@@ -225,6 +226,9 @@ def track_points(model: CoTracker3Offline, video: np.ndarray, queries: np.ndarra
         grid = _support_grid(int(support_grid), mh, mw)
         model_q = np.concatenate([model_q, np.concatenate([np.zeros((len(grid), 1)), grid], axis=1)])
 
+    if dtype != torch.float32 and dev.type == "cpu":
+        logger.warning("CoTracker3: %s autocast on the CPU can be far slower than float32 on CPUs "
+                       "without native support for it", dtype)
     model.to(dev).eval()
     clip = _resize_clip(video, dev)
     q_t = torch.from_numpy(model_q).to(device=dev, dtype=torch.float32)[None]

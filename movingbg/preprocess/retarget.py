@@ -253,3 +253,21 @@ def retarget_poses(driving: Sequence[FramePose], reference: FramePose, *, match_
         out.append(FramePose(reference.width, reference.height,
                              (PersonPose(body=body, face=face, left_hand=left, right_hand=right, feet=feet),)))
     return out
+
+
+def pose_distance(a: FramePose, b: FramePose) -> float:
+    """How far apart two poses are: mean distance of the body keypoints present in both (first person
+    of each), in fractions of each canvas (``x / width``, ``y / height``). ``inf`` when they share none.
+
+    Used to decide whether the first driving pose matches the reference image (the paper then
+    conditions the first clip on a blank image instead of the reference).
+    """
+    if not a.people or not b.people:
+        return float("inf")
+    pa, pb = a.people[0].body, b.people[0].body
+    both = (pa[:, 2] > 0) & (pb[:, 2] > 0)
+    if not both.any():
+        return float("inf")
+    na = pa[both, :2] / np.array([a.width, a.height], np.float32)
+    nb = pb[both, :2] / np.array([b.width, b.height], np.float32)
+    return float(np.linalg.norm(na - nb, axis=1).mean())
