@@ -23,17 +23,22 @@ logger = logging.getLogger(__name__)
 
 DEMO_VIDEO = "movingbg_demo_driving.mp4"
 DEMO_POSE = "movingbg_demo_pose.json"
+DEMO_REFERENCE = "movingbg_demo_reference.png"
 WORKFLOWS = Path(__file__).resolve().parents[1] / "workflows" / "api"
 
 
 def write_demo_inputs(folder: Path, *, num_frames: int = 32, width: int = 256, height: int = 192,
                       seed: int = 0, fps: float = 12.0) -> tuple[Path, Path]:
-    """Write the demo driving clip (mp4) and its pose keypoints (POSE_KEYPOINT JSON) into ``folder``."""
+    """Write the demo driving clip (mp4), its pose keypoints (POSE_KEYPOINT JSON) and a reference image
+    (the clip's first frame, PNG) into ``folder``; returns the video and pose paths."""
     clip = make_clip(seed=seed, num_frames=num_frames, width=width, height=height, pan=(1.2, 0.4), zoom=0.004)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     video = write_video(folder / DEMO_VIDEO, clip.frames, fps, crf=10)
     poses = [FramePose(width, height, (PersonPose(kp),)) for kp in clip.keypoints]
+    from PIL import Image
+
+    Image.fromarray(clip.frames[0]).save(folder / DEMO_REFERENCE)
     pose_path = folder / DEMO_POSE
     tmp = pose_path.with_suffix(".json.part")
     tmp.write_text(json.dumps(to_pose_keypoint(poses)))
