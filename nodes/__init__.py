@@ -1,10 +1,10 @@
 """ComfyUI glue: one module per stage, each exporting NODE_CLASS_MAPPINGS / NODE_DISPLAY_NAME_MAPPINGS."""
 
-from . import matte, paths, pose, save, tracks, video
+from . import bundle, generation, matte, paths, pose, save, tracks, video
 
 paths.register_model_folders()
 
-_MODULES = (video, pose, matte, tracks, save)
+_MODULES = (video, pose, matte, tracks, save, bundle, generation)
 
 NODE_CLASS_MAPPINGS: dict = {}
 NODE_DISPLAY_NAME_MAPPINGS: dict = {}

@@ -17,9 +17,18 @@ FOLDERS = {
     "movingbg_tracker": ("tracker", {".pth", ".pt", ".safetensors"}),
     "movingbg_matte": ("matte", {".onnx"}),
 }
+# AnimateDiff motion modules live where AnimateDiff-Evolved keeps them: models/animatediff_models
+SHARED_FOLDERS = {"animatediff_models": {".ckpt", ".pt", ".pth", ".safetensors"}}
 
 
 def register_model_folders() -> None:
+    for name, exts in SHARED_FOLDERS.items():
+        default = os.path.join(folder_paths.models_dir, name)
+        entry = folder_paths.folder_names_and_paths.get(name)
+        if entry is None:
+            folder_paths.folder_names_and_paths[name] = ([default], set(exts))
+        elif isinstance(entry[1], set):
+            entry[1].update(exts)
     for name, (sub, exts) in FOLDERS.items():
         default = os.path.join(folder_paths.models_dir, "movingbg", sub) if sub else os.path.join(
             folder_paths.models_dir, "movingbg")

@@ -1,0 +1,254 @@
+"""Generation: load a MovingBG bundle, encode reference and motion, progressive clip-by-clip sampling."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import numpy as np
+import torch
+
+import comfy.model_management as mm
+import comfy.utils
+import folder_paths
+
+from ..movingbg.models.bundle import load_bundle, read_bundle_config
+from ..movingbg.pipelines import GenerationOptions, generate
+from ..movingbg.pipelines.planner import plan_progressive
+from ..movingbg.pipelines.sampling import SchedulerOptions
+from ..movingbg.preprocess.retarget import pose_distance
+from ..movingbg.types import MotionInput, ReferenceInput
+from ._models import load_to_device, torch_patcher
+from ._types import CATEGORY, MODEL, MOTION, POSE_KEYPOINT, REFERENCE
+from ._util import image_to_frames, interrupt_check
+from .pose import parse_pose
+
+logger = logging.getLogger(__name__)
+
+SAMPLERS = ("ddim", "euler", "dpmpp_2m")
+DTYPES = {"auto": None, "fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def _bundles() -> list[str]:
+    return sorted(f for f in folder_paths.get_filename_list("movingbg") if f.endswith(".safetensors"))
+
+
+def _pick_dtype(choice: str, device: torch.device) -> torch.dtype:
+    if DTYPES.get(choice) is not None:
+        return DTYPES[choice]
+    if device.type == "cpu":
+        return torch.float32
+    if mm.should_use_bf16(device):
+        return torch.bfloat16
+    return torch.float16 if mm.should_use_fp16(device) else torch.float32
+
+
+class MovingBGLoadModel:
+    DESCRIPTION = ("Load a MovingBG bundle (one safetensors file with its config) from models/movingbg: the "
+                   "denoising U-Net with motion modules, the reference U-Net, and the pose/track encoders. It is "
+                   "moved to the GPU by ComfyUI's model management only while sampling.")
+    CATEGORY = f"{CATEGORY}/generate"
+    RETURN_TYPES = (MODEL,)
+    RETURN_NAMES = ("movingbg_model",)
+    FUNCTION = "load"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "bundle": (_bundles(), {"tooltip": "MovingBG bundle in models/movingbg (build one with MovingBG Build "
+                                               "Bundle or python -m movingbg.models.build)."}),
+            "dtype": (list(DTYPES), {"default": "auto", "tooltip": "auto: fp16/bf16 on GPUs that support it, "
+                                                                    "fp32 on CPU."}),
+        }}
+
+    def load(self, bundle, dtype):
+        path = folder_paths.get_full_path("movingbg", bundle)
+        if path is None or not os.path.isfile(path):
+            raise ValueError(f"'bundle': {bundle} not found in {folder_paths.get_folder_paths('movingbg')}")
+        device = mm.get_torch_device()
+        torch_dtype = _pick_dtype(dtype, device)
+        patcher = torch_patcher(("movingbg", path, os.path.getmtime(path), str(torch_dtype)),
+                                lambda: load_bundle(path, dtype=torch_dtype))
+        return (patcher,)
+
+
+class MovingBGEncodeReference:
+    DESCRIPTION = ("Encode the reference image once per video: its VAE latent (for the reference U-Net's global "
+                   "features and the first clip's condition) and, when connected, the CLIP image embedding from "
+                   "the stock CLIP Vision Encode node (for cross-attention).")
+    CATEGORY = f"{CATEGORY}/generate"
+    RETURN_TYPES = (REFERENCE,)
+    RETURN_NAMES = ("reference",)
+    FUNCTION = "encode"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "vae": ("VAE", {"tooltip": "The SD1.5 VAE (stock Load VAE / checkpoint loader)."}),
+            "image": ("IMAGE", {"tooltip": "Reference image of the person (first image used); same size as the "
+                                           "driving frames, multiple of 8."}),
+        }, "optional": {
+            "clip_vision_output": ("CLIP_VISION_OUTPUT", {"tooltip": "Stock CLIP Vision Encode of the reference "
+                                                                      "(ViT-L/14 image_embeds)."}),
+        }}
+
+    def encode(self, vae, image, clip_vision_output=None):
+        frames = image_to_frames(image, "image")
+        h, w = frames.shape[1:3]
+        if h % 8 or w % 8:
+            raise ValueError(f"'image' is {w}x{h}; width and height must be multiples of 8")
+        latent = vae.encode(image[:1, :, :, :3]).float().cpu()
+        embeds = None
+        if clip_vision_output is not None:
+            embeds = getattr(clip_vision_output, "image_embeds", None)
+            if embeds is None:
+                raise ValueError("'clip_vision_output' has no image_embeds (use a CLIP ViT-L/14 vision model)")
+            embeds = embeds[:1].float().cpu().reshape(1, 1, -1)
+        return (ReferenceInput(latent, embeds, frames[0]),)
+
+
+class MovingBGEncodeMotion:
+    DESCRIPTION = ("Bundle the driving motion: pose renders (foreground) and track maps (background, M = (1 - alpha) "
+                   "* T). Either may be left out (the paper's ablations). Optional keypoints decide whether the first "
+                   "driving pose matches the reference (first_condition 'auto' of the sampler).")
+    CATEGORY = f"{CATEGORY}/generate"
+    RETURN_TYPES = (MOTION,)
+    RETURN_NAMES = ("motion",)
+    FUNCTION = "encode"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {}, "optional": {
+            "pose_images": ("IMAGE", {"tooltip": "Pose renders (MovingBG Extract/Render Pose)."}),
+            "track_images": ("IMAGE", {"tooltip": "Track maps (MovingBG Render Tracks)."}),
+            "driving_pose": (POSE_KEYPOINT, {"tooltip": "Keypoints of the driving video (for the pose check)."}),
+            "reference_pose": (POSE_KEYPOINT, {"tooltip": "Keypoints of the reference image (for the pose check)."}),
+        }}
+
+    def encode(self, pose_images=None, track_images=None, driving_pose=None, reference_pose=None):
+        pose = image_to_frames(pose_images, "pose_images") if pose_images is not None else None
+        tracks = image_to_frames(track_images, "track_images") if track_images is not None else None
+        if pose is None and tracks is None:
+            raise ValueError("connect 'pose_images', 'track_images' or both")
+        if pose is not None and tracks is not None and pose.shape != tracks.shape:
+            raise ValueError(f"'pose_images' is {pose.shape[0]} frames of {pose.shape[2]}x{pose.shape[1]} but "
+                             f"'track_images' is {tracks.shape[0]} frames of {tracks.shape[2]}x{tracks.shape[1]}; "
+                             "extract both from the same driving frames")
+        mismatch = None
+        if driving_pose is not None and reference_pose is not None:
+            drv, ref = parse_pose(driving_pose, "driving_pose"), parse_pose(reference_pose, "reference_pose")
+            if drv and ref:
+                mismatch = pose_distance(drv[0], ref[0])
+        return (MotionInput(pose, tracks, mismatch),)
+
+
+def _vae_fns(vae, scale: float):
+    """Model-space encode/decode callables around ComfyUI's VAE (``(N, 3, H, W)`` 0..1 <-> latents)."""
+    def encode(images: torch.Tensor) -> torch.Tensor:
+        return vae.encode(images.permute(0, 2, 3, 1).float().cpu()).float() * scale
+
+    def decode(latents: torch.Tensor) -> torch.Tensor:
+        return vae.decode(latents.float().cpu() / scale).float().permute(0, 3, 1, 2)
+
+    return encode, decode
+
+
+def _maps(array):
+    """uint8 ``(T, H, W, 3)`` -> float ``(T, 3, H, W)`` 0..1 on the CPU (each clip's slice goes to the device)."""
+    if array is None:
+        return None
+    return torch.from_numpy(np.ascontiguousarray(array)).permute(0, 3, 1, 2).float().div_(255.0)
+
+
+class MovingBGSampler:
+    DESCRIPTION = ("Generate the video clip by clip (<= 32 frames each): every clip starts on the previous clip's last "
+                   "frame through condition concatenation, and the reference's global features are injected into "
+                   "every clip, so long videos neither seam nor drift. Output: LATENT with every driving frame, for "
+                   "the stock VAE Decode.")
+    CATEGORY = f"{CATEGORY}/generate"
+    RETURN_TYPES = ("LATENT",)
+    RETURN_NAMES = ("latent",)
+    FUNCTION = "sample"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "movingbg_model": (MODEL, {"tooltip": "MovingBG Load Model."}),
+            "reference": (REFERENCE, {"tooltip": "MovingBG Encode Reference."}),
+            "motion": (MOTION, {"tooltip": "MovingBG Encode Motion (same frame size as the reference)."}),
+            "vae": ("VAE", {"tooltip": "The VAE used for the reference (hands the last frame to the next clip)."}),
+            "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF,
+                             "tooltip": "Same seed, same video."}),
+            "steps": ("INT", {"default": 30, "min": 1, "max": 200, "tooltip": "Sampling steps per clip."}),
+            "cfg": ("FLOAT", {"default": 3.5, "min": 1.0, "max": 30.0, "step": 0.1,
+                              "tooltip": "Classifier-free guidance scale (1 = off, halves the work)."}),
+            "clip_length": ("INT", {"default": 24, "min": 2, "max": 32,
+                                    "tooltip": "Frames per clip (the motion modules see at most 32)."}),
+            "sampler": (list(SAMPLERS), {"default": "ddim", "tooltip": "Diffusion sampler."}),
+            "handover": (["decode_encode", "latent"], {"default": "decode_encode",
+                                                        "tooltip": "How the last frame conditions the next clip: "
+                                                                   "as an image (paper) or reusing its latent."}),
+            "first_condition": (["reference", "blank", "auto"], {"default": "auto",
+                                 "tooltip": "Condition of the first clip: the reference image, a blank image, or "
+                                            "auto (blank when the first driving pose does not match the "
+                                            "reference; needs keypoints on Encode Motion)."}),
+            "fg_strength": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 3.0, "step": 0.05,
+                                      "tooltip": "Weight of the pose (foreground) guidance."}),
+            "bg_strength": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 3.0, "step": 0.05,
+                                      "tooltip": "Weight of the track (background/camera) guidance."}),
+            "cfg_mode": (["batched", "sequential"], {"default": "sequential",
+                                                     "tooltip": "sequential halves peak memory; batched is faster "
+                                                                "when memory allows."}),
+        }}
+
+    def sample(self, movingbg_model, reference, motion, vae, seed, steps, cfg, clip_length, sampler, handover,
+               first_condition, fg_strength, bg_strength, cfg_mode):
+        config = movingbg_model.model.config
+        w, h = motion.size
+        if (w, h) != reference.size:
+            raise ValueError(f"'motion' frames are {w}x{h} but 'reference' is {reference.size[0]}x{reference.size[1]};"
+                             " resize the driving video or the reference so they match")
+        if w % 8 or h % 8:
+            raise ValueError(f"'motion' frames are {w}x{h}; width and height must be multiples of 8")
+        if first_condition == "auto" and motion.pose_mismatch is None:
+            logger.warning("MovingBG: first_condition 'auto' without keypoints on Encode Motion: using the reference")
+            first_condition = "reference"
+        scale = float(config.vae_scale_factor)
+        options = GenerationOptions(
+            steps=steps, cfg_scale=cfg, seed=seed, clip_length=clip_length, denoise=1.0,
+            scheduler=SchedulerOptions(name=sampler, prediction_type=config.prediction_type,
+                                       rescale_betas_zero_snr=config.prediction_type == "v_prediction",
+                                       timestep_spacing="trailing", beta_schedule=config.beta_schedule),
+            fg_scale=fg_strength, bg_scale=bg_strength, cfg_mode=cfg_mode, handover=handover,
+            first_condition=first_condition)
+        encode, decode = _vae_fns(vae, scale)
+        model, device = load_to_device(movingbg_model)
+        bar = comfy.utils.ProgressBar(len(plan_progressive(motion.num_frames, clip_length)) * steps)
+
+        def on_step(clip, step, total):
+            bar.update(1)
+
+        def on_clip(plan, latents):
+            mm.load_models_gpu([movingbg_model])  # the VAE may have pushed us off the GPU
+
+        with torch.inference_mode():
+            result = generate(model, ref_latent=reference.latent * scale, clip_embeds=reference.clip_embeds,
+                              pose_maps=_maps(motion.pose_maps), track_maps=_maps(motion.track_maps),
+                              num_frames=motion.num_frames, options=options, encode=encode, decode=decode,
+                              on_step=on_step, check_interrupt=interrupt_check(), device=device,
+                              dtype=model.dtype, pose_mismatch=motion.pose_mismatch, on_clip=on_clip)
+        return ({"samples": (result.latents / scale).to(mm.intermediate_device())},)
+
+
+NODE_CLASS_MAPPINGS = {
+    "MovingBGLoadModel": MovingBGLoadModel,
+    "MovingBGEncodeReference": MovingBGEncodeReference,
+    "MovingBGEncodeMotion": MovingBGEncodeMotion,
+    "MovingBGSampler": MovingBGSampler,
+}
+NODE_DISPLAY_NAME_MAPPINGS = {
+    "MovingBGLoadModel": "MovingBG Load Model",
+    "MovingBGEncodeReference": "MovingBG Encode Reference",
+    "MovingBGEncodeMotion": "MovingBG Encode Motion",
+    "MovingBGSampler": "MovingBG Progressive Sampler",
+}
