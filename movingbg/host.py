@@ -104,7 +104,7 @@ class ComfyServer:
             extra = self.workdir / "extra_model_paths.yaml"
             extra.write_text(f"movingbg_run:\n  base_path: {self.workdir}\n  custom_nodes: custom_nodes\n"
                              "  movingbg_pose: models/movingbg/pose\n  movingbg_tracker: models/movingbg/tracker\n"
-                             "  movingbg_matte: models/movingbg/matte\n  movingbg: models/movingbg\n")
+                             "  movingbg_matte: models/movingbg/matte\n  movingbg: models/movingbg\n  vae: models/vae\n")
             cmd += ["--extra-model-paths-config", str(extra)]
         if (self.root / "app" / "database").is_dir():  # current ComfyUI keeps a database
             cmd += ["--database-url", "sqlite:///:memory:"]

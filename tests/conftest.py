@@ -45,22 +45,8 @@ def dwpose_models(host):
 @pytest.fixture(scope="session")
 def generation_weights(host):
     """A tiny MovingBG bundle and a (random) SD1.5-layout VAE in the host's model folders."""
-    import torch
-    from diffusers import AutoencoderKL
-    from safetensors.torch import save_file
+    from tests.fixtures.weights import write_generation_weights
 
-    from movingbg.models.bundle import save_bundle
-    from movingbg.models.config import MovingBGConfig
-    from movingbg.models.generator import MovingBGModel
-
-    models = Path(host.folder_paths.models_dir)
-    torch.manual_seed(0)
-    model = MovingBGModel(MovingBGConfig.tiny())
-    bundle = save_bundle(model, models / "movingbg" / "movingbg_demo.safetensors")
-    vae = AutoencoderKL(block_out_channels=(128, 256, 512, 512), down_block_types=("DownEncoderBlock2D",) * 4,
-                        up_block_types=("UpDecoderBlock2D",) * 4, layers_per_block=2, latent_channels=4)
-    vae_path = models / "vae" / "movingbg_demo_vae.safetensors"
-    vae_path.parent.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in vae.state_dict().items()}, str(vae_path))
+    bundle, vae_path = write_generation_weights(Path(host.folder_paths.models_dir))
     host.folder_paths.add_model_folder_path("vae", str(vae_path.parent))
     return bundle, vae_path

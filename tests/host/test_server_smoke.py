@@ -56,3 +56,16 @@ def test_api_command_uploads_substitutes_and_downloads(server, tmp_path):
     bad = subprocess.run(cmd[:6] + ["--set", "1.video=missing.mp4"], cwd=Path(__file__).resolve().parents[2],
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 1 and "rejected the workflow" in bad.stderr
+
+
+def test_generation_through_prompt_and_history(server, tmp_path):
+    from tests.fixtures.weights import write_generation_weights
+
+    write_generation_weights(server.models_dir)
+    write_demo_inputs(server.input_dir, num_frames=9, width=64, height=64)
+    prompt = json.loads((WF / "movingbg_generate_demo.json").read_text())
+    prompt["12"]["inputs"].update({"steps": 2, "clip_length": 4})  # 9 frames -> 3 clips
+    entry = server.client.wait(server.client.queue(prompt), timeout=600)
+    video = [f for f in output_files(entry) if "generated" in f["filename"]]
+    assert len(video) == 1
+    assert read_video(server.client.download(video[0], tmp_path)).frames.shape[:3] == (9, 64, 64)

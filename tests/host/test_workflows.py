@@ -112,3 +112,29 @@ def test_build_bundle_node_reports_bad_inputs(host):
     assert not r.ok and "'moore_folder'" in r.error["exception_message"]
     r = host.run({"1": {"class_type": "MovingBGBuildBundle", "inputs": dict(base, bundle_name="../evil")}})
     assert not r.ok and "'bundle_name'" in r.error["exception_message"]
+
+
+def test_cancel_stops_the_sampler_within_a_step_and_host_stays_ready(host, generation_weights):
+    import comfy.model_management as mm
+    import comfy.utils
+
+    write_demo_inputs(host.input_dir, num_frames=10, width=64, height=64)
+    prompt = json.loads((WF / "api" / "movingbg_generate_demo.json").read_text())
+    prompt["12"]["inputs"].update({"steps": 6, "clip_length": 4, "seed": 11})
+    updates = []
+
+    def hook(value, total, *args, **kwargs):
+        updates.append((value, total))
+        if total == 18 and value == 2:  # sampler bar: 3 clips x 6 steps; press cancel during step 3
+            mm.interrupt_current_processing(True)
+
+    comfy.utils.set_progress_bar_global_hook(hook)
+    try:
+        r = host.run(prompt)
+    finally:
+        comfy.utils.set_progress_bar_global_hook(None)
+    assert not r.ok and any(m[0] == "execution_interrupted" for m in r.messages)
+    sampler_steps = [v for v, t in updates if t == 18]
+    assert max(sampler_steps) <= 3, sampler_steps  # stopped within one step of the cancel
+    prompt["12"]["inputs"]["steps"] = 2
+    assert host.run(prompt).ok  # ready for the next prompt
