@@ -129,7 +129,10 @@ def save_bundle(model: MovingBGModel, path: str | os.PathLike) -> Path:
     tmp = path.with_name(path.name + ".part")
     save_file(state, str(tmp), metadata=metadata)
     os.replace(tmp, path)
-    path.with_suffix(".json").write_text(model.config.to_json(indent=2) + "\n", encoding="utf-8")
+    sidecar = path.with_suffix(".json")
+    tmp_json = sidecar.with_name(sidecar.name + ".part")
+    tmp_json.write_text(model.config.to_json(indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp_json, sidecar)
     logger.info("saved MovingBG bundle %s (%d tensors)", path, len(state))
     return path
 
