@@ -11,6 +11,17 @@ os.environ.setdefault("OMP_NUM_THREADS", "2")
 os.environ["MOVINGBG_OFFLINE"] = "1"  # no test touches the network
 
 
+@pytest.fixture(scope="module")
+def single_thread():
+    """Tiny models gain nothing from intra-op threads; on a busy 2-core box OpenMP spinning costs 4-10x."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def host(tmp_path_factory):
     """The real ComfyUI with our pack loaded (one per test session)."""

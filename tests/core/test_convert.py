@@ -32,13 +32,7 @@ P = "model.diffusion_model."
 logging.getLogger("diffusers").setLevel(logging.ERROR)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _single_thread():
-    """Tiny models gain nothing from intra-op threads; on a busy 2-core box OpenMP spinning costs ~4x."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 # ---- independent diffusers -> published-layout mappings (test-side) ---------------------------
 _RES = {"norm1": "in_layers.0", "conv1": "in_layers.2", "time_emb_proj": "emb_layers.1", "norm2": "out_layers.0",

@@ -35,13 +35,7 @@ ATOL = 1e-5
 logging.getLogger("diffusers").setLevel(logging.ERROR)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _single_thread():
-    """Tiny models gain nothing from intra-op threads; on a busy 2-core box OpenMP spinning costs ~4x."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def _clone(module: torch.nn.Module) -> dict[str, torch.Tensor]:

@@ -19,13 +19,7 @@ D = 32               # tiny cross-attention width
 logging.getLogger("diffusers").setLevel(logging.ERROR)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The tiny model's ops are microseconds: OpenMP threads only add overhead (10x on a busy box)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 @pytest.fixture(scope="module")
