@@ -99,13 +99,15 @@ class ComfyServer:
             d.mkdir(parents=True, exist_ok=True)
         cmd = [sys.executable, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(self.port),
                "--output-directory", str(self.output_dir), "--input-directory", str(self.input_dir)]
+        extra = self.workdir / "extra_model_paths.yaml"
+        lines = [f"movingbg_run:\n  base_path: {self.workdir}\n", "  movingbg_pose: models/movingbg/pose\n",
+                 "  movingbg_tracker: models/movingbg/tracker\n", "  movingbg_matte: models/movingbg/matte\n",
+                 "  movingbg: models/movingbg\n", "  vae: models/vae\n", "  clip_vision: models/clip_vision\n"]
         if PACK_DIR.parent.resolve() != (self.root / "custom_nodes").resolve():
             link_pack(self.workdir / "custom_nodes")
-            extra = self.workdir / "extra_model_paths.yaml"
-            extra.write_text(f"movingbg_run:\n  base_path: {self.workdir}\n  custom_nodes: custom_nodes\n"
-                             "  movingbg_pose: models/movingbg/pose\n  movingbg_tracker: models/movingbg/tracker\n"
-                             "  movingbg_matte: models/movingbg/matte\n  movingbg: models/movingbg\n  vae: models/vae\n")
-            cmd += ["--extra-model-paths-config", str(extra)]
+            lines.append("  custom_nodes: custom_nodes\n")
+        extra.write_text("".join(lines))
+        cmd += ["--extra-model-paths-config", str(extra)]
         if (self.root / "app" / "database").is_dir():  # current ComfyUI keeps a database
             cmd += ["--database-url", "sqlite:///:memory:"]
         self.log_path = self.workdir / "server.log"

@@ -69,3 +69,18 @@ def test_generation_through_prompt_and_history(server, tmp_path):
     video = [f for f in output_files(entry) if "generated" in f["filename"]]
     assert len(video) == 1
     assert read_video(server.client.download(video[0], tmp_path)).frames.shape[:3] == (9, 64, 64)
+
+
+def test_demo_command_runs_extraction_and_generation(tmp_path):
+    from tests.fixtures.weights import write_generation_weights
+
+    bundle, vae = write_generation_weights(tmp_path / "weights")
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "movingbg.demo", "--out", str(out), "--bundle", str(bundle), "--vae", str(vae),
+           "--frames", "6", "--width", "64", "--height", "64", "--steps", "2"]
+    res = subprocess.run(cmd, cwd=Path(__file__).resolve().parents[2], capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    names = sorted(p.name for p in out.iterdir())
+    assert any(n.startswith("demo_generated") for n in names) and any(n.startswith("demo_tracks") for n in names)
+    generated = next(out.glob("demo_generated*.mp4"))
+    assert read_video(generated).frames.shape[:3] == (6, 64, 64)
