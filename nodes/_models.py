@@ -12,6 +12,8 @@ import os
 from collections import OrderedDict
 from typing import Callable
 
+import torch
+
 import comfy.model_management as mm
 import comfy.model_patcher
 import comfy.utils
@@ -58,21 +60,30 @@ def weight_path(spec: WeightSpec, folder: str, allow_download: bool | None = Non
                              allow_download=allow_download, progress=on_bytes))
 
 
-def torch_patcher(key: tuple, build: Callable[[], object]) -> "comfy.model_patcher.ModelPatcher":
+class Hosted(torch.nn.Module):
+    """What ComfyUI's ModelPatcher holds: our module as a child, so the patcher may set its own
+    bookkeeping attributes (``device``, ``model_loaded_weight_memory``...) without touching ours."""
+
+    def __init__(self, module: torch.nn.Module):
+        super().__init__()
+        self.module = module
+
+
+def torch_patcher(key: tuple, build: Callable[[], torch.nn.Module]) -> "comfy.model_patcher.ModelPatcher":
     """A cached ModelPatcher around the module ``build()`` returns (built on the CPU)."""
     def make():
         module = build()
         module.eval()
-        return comfy.model_patcher.ModelPatcher(module, load_device=mm.get_torch_device(),
+        return comfy.model_patcher.ModelPatcher(Hosted(module), load_device=mm.get_torch_device(),
                                                 offload_device=mm.unet_offload_device())
 
     return cached(key, make)
 
 
 def load_to_device(patcher: "comfy.model_patcher.ModelPatcher"):
-    """``load_models_gpu`` then return (module, device) ready for inference."""
+    """``load_models_gpu`` then return (our module, device) ready for inference."""
     mm.load_models_gpu([patcher])
-    return patcher.model, patcher.load_device
+    return patcher.model.module, patcher.load_device
 
 
 def onnx_device() -> str:

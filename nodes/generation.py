@@ -203,7 +203,7 @@ class MovingBGSampler:
 
     def sample(self, movingbg_model, reference, motion, vae, seed, steps, cfg, clip_length, sampler, handover,
                first_condition, fg_strength, bg_strength, cfg_mode):
-        config = movingbg_model.model.config
+        config = movingbg_model.model.module.config
         w, h = motion.size
         if (w, h) != reference.size:
             raise ValueError(f"'motion' frames are {w}x{h} but 'reference' is {reference.size[0]}x{reference.size[1]};"

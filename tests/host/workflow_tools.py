@@ -21,8 +21,10 @@ def node_def(cls) -> dict:
         for name, spec in (it.get(section) or {}).items():
             typ = spec[0]
             widget = isinstance(typ, list) or typ in WIDGET_TYPES
+            opts = spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
+            default = opts.get("default", typ[0] if isinstance(typ, list) and typ else None)
             inputs.append({"name": name, "type": "COMBO" if isinstance(typ, list) else typ, "widget": widget,
-                           "seed": name in ("seed", "noise_seed") and typ == "INT"})
+                           "seed": name in ("seed", "noise_seed") and typ == "INT", "default": default})
     names = getattr(cls, "RETURN_NAMES", None) or cls.RETURN_TYPES
     return {"inputs": inputs, "outputs": list(zip(names, cls.RETURN_TYPES))}
 
@@ -90,9 +92,10 @@ def ui_to_api(ui: dict, defs: dict) -> dict:
         inputs = {}
         for inp in d["inputs"]:
             if inp["widget"]:
-                value = next(values)
+                # a widget this workflow predates (a newer host added it): the frontend uses its default
+                value = next(values, inp["default"])
                 if inp["seed"]:
-                    next(values)  # control_after_generate
+                    next(values, None)  # control_after_generate
                 entry = by_name.get(inp["name"])
                 if entry is not None and entry.get("link") is not None:
                     link = links[entry["link"]]
