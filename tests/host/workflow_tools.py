@@ -54,7 +54,7 @@ def api_to_ui(prompt: dict, defs: dict, notes: list[str] = (), titles: dict | No
                     entry["widget"] = {"name": inp["name"]}
                 inputs.append(entry)
             if inp["widget"]:
-                widgets.append(None if linked else value)
+                widgets.append(inp["default"] if linked else value)
                 if inp["seed"]:
                     widgets.append("fixed")
         outputs = [{"name": n, "type": t, "links": out_links.get((nid, i), []), "slot_index": i}
