@@ -73,7 +73,9 @@ def test_lpips_layout_matches_the_official_files():
     assert LPIPS("vgg").head_keys() == VGG_HEADS
     tv = pytest.importorskip("torchvision")
     for net, ctor in (("alex", tv.models.alexnet), ("vgg", tv.models.vgg16)):
-        want = {k: tuple(v.shape) for k, v in ctor(weights=None).state_dict().items() if k.startswith("features.")}
+        with torch.device("meta"):  # shapes only, no 138 M-parameter initialisation
+            tv_model = ctor(weights=None)
+        want = {k: tuple(v.shape) for k, v in tv_model.state_dict().items() if k.startswith("features.")}
         assert LPIPS(net).backbone_keys() == want
 
 
@@ -212,16 +214,25 @@ def test_tf_same_padding_and_tf1_resize():
     assert np.allclose(x[0, 0, 0, 0].numpy(), want, atol=1e-6)
 
 
-def test_i3d_features_and_fvd_on_random_weights(i3d):
+def test_fvd_on_random_weights(i3d, monkeypatch):
     model = I3D().load_weights(i3d)
     rng = np.random.default_rng(0)
-    a = rng.integers(0, 256, (18, 48, 64, 3), dtype=np.uint8)  # two 9-frame clips
+    a = rng.integers(0, 256, (18, 48, 64, 3), dtype=np.uint8)  # two 9-frame clips (I3D's minimum)
     b = np.clip(a.astype(int) // 2 + 100, 0, 255).astype(np.uint8)
-    fa = i3d_features(a.reshape(2, 9, 48, 64, 3), model, device="cpu")
-    assert fa.shape == (2, 400) and np.isfinite(fa).all()
-    assert frechet_distance(*gaussian_stats(fa), *gaussian_stats(fa)) == pytest.approx(0.0, abs=1e-6)
+    seen = []
+
+    def spy(clips, m, **kw):
+        feats = i3d_features(clips, m, **kw)
+        seen.append(feats)
+        return feats
+
+    monkeypatch.setattr("movingbg.eval.fvd.i3d_features", spy)
     res = fvd(a, b, model, clip_frames=9, device="cpu")
     assert res["num_generated_clips"] == 2 and res["num_real_clips"] == 2 and res["fvd"] > 0
+    fa, fb = seen
+    assert fa.shape == fb.shape == (2, 400) and np.isfinite(fa).all()
+    assert res["fvd"] == pytest.approx(frechet_distance(*gaussian_stats(fa), *gaussian_stats(fb)))
+    assert frechet_distance(*gaussian_stats(fa), *gaussian_stats(fa)) == pytest.approx(0.0, abs=1e-6)
     with pytest.raises(ValueError, match=">= 2 clips"):
         fvd(a[:9], b, model, clip_frames=9)
 
