@@ -79,7 +79,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     try:
         gen = read_video(args.generated, max_frames=max(args.max_frames, 0)).frames
     except VideoReadError as exc:
-        print(f"error: --generated: {exc}", file=sys.stderr)
+        logger.error(f"error: --generated: {exc}")
         return 2
     T, H, W = gen.shape[:3]
 
@@ -106,7 +106,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             av = side_video(args.alpha, "--alpha")
             alpha = av.astype(np.float32).mean(axis=-1) / 255.0
     except SystemExit as exc:
-        print(exc, file=sys.stderr)
+        logger.error(str(exc))
         return 2
     # a later trim may have shortened the generated video: trim everything to T
     gt = None if gt is None else gt[:T]
@@ -117,7 +117,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     if args.reference:
         img = cv2.imread(str(args.reference), cv2.IMREAD_COLOR)
         if img is None:
-            print(f"error: --reference: cannot read image '{args.reference}'", file=sys.stderr)
+            logger.error(f"error: --reference: cannot read image '{args.reference}'")
             return 2
         reference = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
         if reference.shape[:2] != (H, W):
@@ -129,7 +129,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         try:
             guidance = load_tracks(args.tracks, width=W, height=H)
         except ValueError as exc:
-            print(f"error: --tracks: {exc}", file=sys.stderr)
+            logger.error(f"error: --tracks: {exc}")
             return 2
         if guidance.num_frames != T:
             n = min(guidance.num_frames, T)
@@ -153,7 +153,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             download_dir=args.weights_dir[0] if args.weights_dir else None,
             allow_download=False if args.offline else None, device=args.device)
     except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        logger.error(f"error: {exc}")
         return 2
 
     report = {
@@ -166,12 +166,12 @@ def main(argv: Optional[list[str]] = None) -> int:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(to_jsonable(report), indent=2))
     if args.json == "-":
-        print(json.dumps(to_jsonable(report), indent=2))
+        sys.stdout.write(json.dumps(to_jsonable(report), indent=2) + "\n")
     else:
-        print(f"{args.generated}: {T} frames, {W}x{H}")
+        sys.stdout.write(f"{args.generated}: {T} frames, {W}x{H}\n")
         for n in notes:
-            print(f"note: {n}")
-        print(format_table(results))
+            sys.stdout.write(f"note: {n}\n")
+        sys.stdout.write(format_table(results) + "\n")
     return 0
 
 
