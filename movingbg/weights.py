@@ -143,3 +143,65 @@ def ensure_weight(spec: WeightSpec, search_dirs: Sequence[os.PathLike | str], do
         f"Download it from {' or '.join(spec.urls)} ({spec.checksum_text}) and put it in {download_dir}. "
         f"Automatic download failed: {reason}."
     )
+
+
+def _listing(names: Sequence[str], limit: int = 20) -> str:
+    shown = ", ".join(names[:limit])
+    return shown + (f" ... and {len(names) - limit} more" if len(names) > limit else "")
+
+
+def read_state_dict(path: os.PathLike | str, wrappers: Sequence[str] = ("model", "state_dict")) -> dict:
+    """A weight file's tensors on the CPU: ``.safetensors``, or ``.pth``/``.pt`` through
+    ``torch.load(weights_only=True)`` (a dict wrapped under one of ``wrappers`` is unwrapped).
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        ValueError: unreadable, not a mapping, or holding entries that are not tensors (named).
+    """
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file not found: {path}")
+    if path.suffix.lower() == ".safetensors":
+        from safetensors.torch import load_file
+
+        obj = load_file(str(path), device="cpu")
+    else:
+        try:
+            obj = torch.load(str(path), map_location="cpu", weights_only=True)
+        except Exception as exc:  # unpickling errors come in many types
+            raise ValueError(f"{path.name}: not a readable PyTorch weights file ({exc})") from exc
+    if isinstance(obj, dict):
+        inner = next((obj[w] for w in wrappers if isinstance(obj.get(w), dict)), None)
+        obj = obj if inner is None else inner
+    if not isinstance(obj, dict):
+        raise ValueError(f"{path.name}: expected a state dict (name -> tensor), got {type(obj).__name__}")
+    bad = [str(k) for k, v in obj.items() if not isinstance(v, torch.Tensor)]
+    if bad:
+        raise ValueError(f"{path.name}: entries that are not tensors: {_listing(bad)}")
+    return {str(k): v for k, v in obj.items()}
+
+
+def check_state_dict_keys(name: str, got: dict, want: dict, what: str, *, optional: Sequence[str] = (),
+                          extra: Sequence[str] = ()) -> None:
+    """Raise ValueError naming every missing, unexpected and mis-shaped key of a strict load.
+
+    Args:
+        name: the file name, for the message.
+        got: the file's tensors. want: ``{key: shape}`` of the network.
+        what: the network, for the message. optional: keys of ``want`` that may be absent.
+        extra: further keys of the file to report as unexpected.
+    """
+    required = [k for k in want if k not in set(optional)]
+    missing = [k for k in required if k not in got]
+    unexpected = [k for k in got if k not in want] + list(extra)
+    mismatched = [f"{k}: file {tuple(got[k].shape)} vs network {tuple(want[k])}" for k in want
+                  if k in got and tuple(got[k].shape) != tuple(want[k])]
+    if missing or unexpected or mismatched:
+        parts = [f"{name} does not match the {what} ({len(got)} tensors in the file, {len(required)} expected)."]
+        for label, items in (("Missing keys", missing), ("Unexpected keys", unexpected),
+                             ("Shape mismatches", mismatched)):
+            if items:
+                parts.append(f"{label} ({len(items)}): {_listing(items)}.")
+        raise ValueError(" ".join(parts))

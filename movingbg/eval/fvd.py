@@ -31,7 +31,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
@@ -40,7 +39,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..weights import WeightSpec, ensure_weight
+from ..weights import WeightSpec, check_state_dict_keys, ensure_weight, read_state_dict
 from ._weights import resolve_dirs
 
 logger = logging.getLogger(__name__)
@@ -79,7 +78,6 @@ FVD_RESOLUTION = 224
 """Frames are resized to this square size."""
 
 _BN_EPS = 1e-3
-_MAX_LISTED = 12
 
 
 def _same_pad(size: int, k: int, s: int) -> tuple[int, int]:
@@ -208,32 +206,10 @@ class I3D(nn.Module):
             ValueError: not a state dict, or names/shapes differ (listed in the message).
         """
         path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"I3D weights not found: {path}")
-        try:
-            obj = torch.load(str(path), map_location="cpu", weights_only=True)
-        except Exception as exc:  # unpickling errors come in many types
-            raise ValueError(f"{path.name}: not a readable PyTorch weights file ({exc})") from exc
-        if isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping):
-            obj = obj["state_dict"]
-        if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-            raise ValueError(f"{path.name}: expected a state dict (name -> tensor), got {type(obj).__name__}")
-        sd = {str(k).removeprefix("module."): v for k, v in obj.items()}
+        sd = {k.removeprefix("module."): v for k, v in read_state_dict(path, wrappers=("state_dict",)).items()}
         own = {k: tuple(v.shape) for k, v in self.state_dict().items()}
-        required = [k for k in own if not k.endswith("num_batches_tracked")]
-        missing = [k for k in required if k not in sd]
-        unexpected = [k for k in sd if k not in own]
-        mismatched = [f"{k}: file {tuple(sd[k].shape)} vs network {own[k]}" for k in own
-                      if k in sd and tuple(sd[k].shape) != own[k]]
-        if missing or unexpected or mismatched:
-            parts = [f"{path.name} does not match the I3D network ({len(sd)} tensors in the file, "
-                     f"{len(required)} expected)."]
-            for label, items in (("Missing keys", missing), ("Unexpected keys", unexpected),
-                                 ("Shape mismatches", mismatched)):
-                if items:
-                    more = f" ... and {len(items) - _MAX_LISTED} more" if len(items) > _MAX_LISTED else ""
-                    parts.append(f"{label} ({len(items)}): {', '.join(items[:_MAX_LISTED])}{more}.")
-            raise ValueError(" ".join(parts))
+        check_state_dict_keys(path.name, sd, own, "I3D network",
+                              optional=[k for k in own if k.endswith("num_batches_tracked")])
         for k in own:
             if k.endswith("num_batches_tracked") and k not in sd:
                 sd[k] = torch.zeros((), dtype=torch.long)

@@ -21,7 +21,6 @@ import hashlib
 import importlib.util
 import logging
 import os
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -29,7 +28,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from ..weights import WeightSpec, WeightsNotFoundError, ensure_weight, find_weight
+from ..weights import (WeightSpec, WeightsNotFoundError, check_state_dict_keys, ensure_weight, find_weight,
+                       read_state_dict)
 from ._weights import resolve_dirs
 
 logger = logging.getLogger(__name__)
@@ -109,7 +109,6 @@ LPIPS_NETS = tuple(_LAYOUTS)
 _SHIFT = (-0.030, -0.088, -0.188)
 _SCALE = (0.458, 0.448, 0.450)
 _EPS = 1e-10
-_MAX_LISTED = 12
 
 
 class _Head(nn.Module):
@@ -206,53 +205,18 @@ class LPIPS(nn.Module):
             ValueError: a file is not a state dict, or its names/shapes differ from the network's
                 (the message names the file and lists missing/unexpected keys and shape mismatches).
         """
-        sd_b = _read_state_dict(Path(backbone))
+        sd_b = read_state_dict(backbone, wrappers=("state_dict",))
         feats = {k: v for k, v in sd_b.items() if k.startswith("features.")}
         extra = [k for k in sd_b if not k.startswith(("features.", "classifier."))]
-        _check_keys(Path(backbone), feats, self.backbone_keys(), extra, f"torchvision {self.net} backbone")
-        sd_h = _read_state_dict(Path(heads))
-        _check_keys(Path(heads), sd_h, self.head_keys(), [], f"LPIPS v0.1 {self.net} heads")
+        check_state_dict_keys(Path(backbone).name, feats, self.backbone_keys(), f"torchvision {self.net} backbone",
+                              extra=extra)
+        sd_h = read_state_dict(heads, wrappers=("state_dict",))
+        check_state_dict_keys(Path(heads).name, sd_h, self.head_keys(), f"LPIPS v0.1 {self.net} heads")
         merged = {**feats, **sd_h}
         missing, unexpected = self.load_state_dict(merged, strict=True)
         assert not missing and not unexpected
         logger.info("Loaded LPIPS-%s from %s and %s", self.net, backbone, heads)
         return self
-
-
-def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    if not path.is_file():
-        raise FileNotFoundError(f"weights file not found: {path}")
-    try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as exc:  # unpickling errors come in many types
-        raise ValueError(f"{path.name}: not a readable PyTorch weights file ({exc})") from exc
-    if isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping):
-        obj = obj["state_dict"]
-    if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise ValueError(f"{path.name}: expected a state dict (name -> tensor), got {type(obj).__name__}")
-    return {str(k): v for k, v in obj.items()}
-
-
-def _listing(names: Sequence[str]) -> str:
-    shown = ", ".join(names[:_MAX_LISTED])
-    return shown + (f" ... and {len(names) - _MAX_LISTED} more" if len(names) > _MAX_LISTED else "")
-
-
-def _check_keys(path: Path, got: Mapping[str, torch.Tensor], want: Mapping[str, tuple[int, ...]],
-                extra: Sequence[str], what: str) -> None:
-    missing = [k for k in want if k not in got]
-    unexpected = [k for k in got if k not in want] + list(extra)
-    mismatched = [f"{k}: file {tuple(got[k].shape)} vs network {want[k]}" for k in want
-                  if k in got and tuple(got[k].shape) != want[k]]
-    if missing or unexpected or mismatched:
-        parts = [f"{path.name} does not match the {what} ({len(want)} tensors expected)."]
-        if missing:
-            parts.append(f"Missing keys ({len(missing)}): {_listing(missing)}.")
-        if unexpected:
-            parts.append(f"Unexpected keys ({len(unexpected)}): {_listing(unexpected)}.")
-        if mismatched:
-            parts.append(f"Shape mismatches ({len(mismatched)}): {_listing(mismatched)}.")
-        raise ValueError(" ".join(parts))
 
 
 def _installed_heads(net: str) -> Optional[Path]:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -21,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from ..models.cotracker3 import CoTracker3Offline
-from ..weights import WeightSpec
+from ..weights import WeightSpec, check_state_dict_keys, read_state_dict
 
 logger = logging.getLogger(__name__)
 
@@ -43,42 +42,11 @@ MODEL_RESOLUTION = (384, 512)
 VISIBILITY_THRESHOLD = 0.9
 """A point is reported visible where the predicted visibility probability exceeds this."""
 
-_MAX_LISTED = 20
 
 
 # --------------------------------------------------------------------------------------------
 # Loading
 # --------------------------------------------------------------------------------------------
-
-def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    if path.suffix.lower() == ".safetensors":
-        from safetensors.torch import load_file
-
-        obj = load_file(str(path), device="cpu")
-    else:
-        try:
-            obj = torch.load(str(path), map_location="cpu", weights_only=True)
-        except Exception as exc:  # unpickling errors come in many types
-            raise ValueError(f"{path.name}: not a readable PyTorch weights file ({exc})") from exc
-    if isinstance(obj, Mapping):
-        for wrapper in ("model", "state_dict"):
-            inner = obj.get(wrapper)
-            if isinstance(inner, Mapping):
-                obj = inner
-                break
-    if not isinstance(obj, Mapping):
-        raise ValueError(f"{path.name}: expected a state dict (name -> tensor), got {type(obj).__name__}")
-    bad = [k for k, v in obj.items() if not isinstance(v, torch.Tensor)]
-    if bad:
-        raise ValueError(f"{path.name}: entries that are not tensors: {_listing(bad)}")
-    return {str(k): v for k, v in obj.items()}
-
-
-def _listing(names: list[str]) -> str:
-    shown = ", ".join(names[:_MAX_LISTED])
-    more = len(names) - _MAX_LISTED
-    return shown + (f" ... and {more} more" if more > 0 else "")
-
 
 def load_cotracker3(path: os.PathLike | str) -> CoTracker3Offline:
     """Build :class:`CoTracker3Offline` and load a checkpoint strictly.
@@ -98,23 +66,10 @@ def load_cotracker3(path: os.PathLike | str) -> CoTracker3Offline:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"CoTracker3 weights not found: {path}")
-    sd = _read_state_dict(path)
+    sd = read_state_dict(path)
     model = CoTracker3Offline()
-    own = model.state_dict()
-    missing = [k for k in own if k not in sd]
-    unexpected = [k for k in sd if k not in own]
-    mismatched = [f"{k}: file {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}"
-                  for k in own if k in sd and sd[k].shape != own[k].shape]
-    if missing or unexpected or mismatched:
-        parts = [f"{path.name} does not match the CoTracker3 offline network "
-                 f"({len(sd)} tensors in the file, {len(own)} expected)."]
-        if missing:
-            parts.append(f"Missing keys ({len(missing)}): {_listing(missing)}.")
-        if unexpected:
-            parts.append(f"Unexpected keys ({len(unexpected)}): {_listing(unexpected)}.")
-        if mismatched:
-            parts.append(f"Shape mismatches ({len(mismatched)}): {_listing(mismatched)}.")
-        raise ValueError(" ".join(parts))
+    check_state_dict_keys(path.name, sd, {k: tuple(v.shape) for k, v in model.state_dict().items()},
+                          "CoTracker3 offline network")
     model.load_state_dict(sd, strict=True)
     model.eval()
     logger.info("Loaded CoTracker3 offline weights from %s", path)
