@@ -6,7 +6,9 @@ Both are loaded from local files only (nothing is downloaded):
   pipeline's ``vae/``), or a single ``.safetensors`` / ``.ckpt`` / ``.pt`` with diffusers keys or the
   original LDM keys (``encoder.down.0.block.0...``, optionally under ``first_stage_model.``), for which
   the SD1.5 layout is assumed (128/256/512/512 channels, 2 layers, 32 groups, 4 latent channels;
-  the channels are read off the weights).
+  the channels are read off the weights); or a TAESD-shaped ``AutoencoderTiny`` (the miniature model's
+  VAE, :mod:`movingbg.models.vae`): ComfyUI's single-file TAESD layout or diffusers keys, or a diffusers
+  ``AutoencoderTiny`` folder.
 * CLIP: a transformers ``CLIPVisionModelWithProjection`` folder; ``image_embeds`` of the reference
   (resized to the encoder's ``image_size``, OpenAI CLIP normalisation) are the cross-attention tokens.
 """
@@ -69,18 +71,27 @@ def load_vae(path: os.PathLike | str, dtype: torch.dtype = torch.float32):
     Raises:
         ValueError: naming ``vae`` when the file is not a usable VAE.
     """
-    from diffusers import AutoencoderKL
+    import json
+
+    from diffusers import AutoencoderKL, AutoencoderTiny
 
     from ..models.convert import load_state_dict_file
+    from ..models.vae import is_taesd_state, load_taesd
 
     p = Path(path)
     if p.is_dir():
         folder = p / "vae" if (p / "vae" / "config.json").is_file() else p
         if not (folder / "config.json").is_file():
             raise ValueError(f"vae: {p} has no config.json (expected a diffusers AutoencoderKL folder)")
-        vae = AutoencoderKL.from_pretrained(str(folder), local_files_only=True)
+        cls_name = json.loads((folder / "config.json").read_text()).get("_class_name", "AutoencoderKL")
+        cls = AutoencoderTiny if cls_name == "AutoencoderTiny" else AutoencoderKL
+        vae = cls.from_pretrained(str(folder), local_files_only=True)
     else:
         state = load_state_dict_file(p)
+        if is_taesd_state(state):
+            vae = load_taesd(state, f"vae: {p.name}")
+            vae.requires_grad_(False)
+            return (vae if dtype == torch.float32 else vae.to(dtype=dtype)).eval()
         for prefix in _LDM_PREFIXES:
             if any(k.startswith(prefix + "encoder.") for k in state):
                 state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
@@ -104,7 +115,7 @@ def encode_latents(vae, pixels: torch.Tensor, scale: float, noise: Optional[torc
         pixels: ``(N, 3, H, W)`` in -1..1.
         scale: the model's ``vae_scale_factor``.
         noise: ``(N, C, H/8, W/8)`` standard normal to sample the posterior with (``mean + std *
-            noise``); None = the posterior mean.
+            noise``); None = the posterior mean. Ignored by deterministic VAEs (TAESD).
         chunk: images per encoder call.
 
     Returns:
@@ -113,7 +124,11 @@ def encode_latents(vae, pixels: torch.Tensor, scale: float, noise: Optional[torc
     out = []
     dtype = next(vae.parameters()).dtype
     for i in range(0, pixels.shape[0], chunk):
-        dist = vae.encode(pixels[i:i + chunk].to(dtype)).latent_dist
+        encoded = vae.encode(pixels[i:i + chunk].to(dtype))
+        if not hasattr(encoded, "latent_dist"):  # deterministic VAE (TAESD): no posterior to sample
+            out.append(encoded.latents.float() * scale)
+            continue
+        dist = encoded.latent_dist
         z = dist.mean if noise is None else dist.mean + dist.std * noise[i:i + chunk].to(dist.mean)
         out.append(z.float() * scale)
     return torch.cat(out)
