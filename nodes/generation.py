@@ -12,13 +12,14 @@ import comfy.model_management as mm
 import comfy.utils
 import folder_paths
 
-from ..movingbg.models.bundle import load_bundle, read_bundle_config
+from ..movingbg.models.bundle import WeightLayoutError, load_bundle, read_bundle_config
+from ..movingbg.models.convert import ldm_unet_names, load_spatial_unet
 from ..movingbg.pipelines import GenerationOptions, generate
 from ..movingbg.pipelines.planner import plan_progressive
 from ..movingbg.pipelines.sampling import SchedulerOptions
 from ..movingbg.preprocess.retarget import pose_distance
 from ..movingbg.types import MotionInput, ReferenceInput
-from ._models import load_to_device, torch_patcher
+from ._models import PatchedWeights, hosted_patcher, load_to_device, torch_patcher
 from ._types import CATEGORY, MODEL, MOTION, POSE_KEYPOINT, REFERENCE
 from ._util import image_to_frames, interrupt_check
 from .pose import parse_pose
@@ -26,6 +27,7 @@ from .pose import parse_pose
 logger = logging.getLogger(__name__)
 
 SAMPLERS = ("ddim", "euler", "dpmpp_2m")
+APPLY_TO = {"denoising + reference": (True, True), "denoising only": (True, False), "reference only": (False, True)}
 DTYPES = {"auto": None, "fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
@@ -43,9 +45,73 @@ def _pick_dtype(choice: str, device: torch.device) -> torch.dtype:
     return torch.float16 if mm.should_use_fp16(device) else torch.float32
 
 
+def _mismatch_message(err: WeightLayoutError, bundle: str, first: int = 8) -> str:
+    """Short form of a WeightLayoutError for the UI: counts and the first offending keys of each kind."""
+    def head(items):
+        return ", ".join(items[:first]) + (", ..." if len(items) > first else "")
+
+    parts = [f"'model' does not have the architecture of the base U-Net of bundle {bundle} (the connected MODEL's "
+             "diffusion_model.* weights must match it key for key); connect the SD1.5 checkpoint the bundle was "
+             "built from, or a fine-tune / LoRA of it."]
+    if err.mismatched:
+        shown = [f"{k}: got {list(g)}, expected {list(e)}" for k, g, e in err.mismatched]
+        parts.append(f"{len(shown)} mis-shaped: {head(shown)}")
+    if err.missing:
+        parts.append(f"{len(err.missing)} missing: {head(err.missing)}")
+    if err.unexpected:
+        parts.append(f"{len(err.unexpected)} unexpected: {head(err.unexpected)}")
+    return "\n".join(parts)
+
+
+class _SpatialSource:
+    """The connected MODEL as a source of spatial U-Net weights, checked against a bundle's config.
+
+    Checks everything that needs no weights first (targets, architecture), so a wrong MODEL fails before the
+    bundle is read; :meth:`apply` then streams the LoRA-patched weights into the loaded bundle one at a time.
+    """
+
+    WHAT = "'model' (the connected MODEL's diffusion_model.* weights)"
+
+    def __init__(self, model, apply_to: str, config, bundle: str) -> None:
+        self.denoising, self.reference = APPLY_TO[apply_to]
+        self.apply_to, self.bundle = apply_to, bundle
+        if self.reference and not config.use_reference:
+            if not self.denoising:
+                raise ValueError(f"'apply_to' is {apply_to!r} but bundle {bundle} has no reference U-Net")
+            logger.info("MovingBG: bundle %s has no reference U-Net; 'model' goes into the denoising U-Net only",
+                        bundle)
+            self.reference = False
+        if not (hasattr(model, "model_state_dict") and isinstance(getattr(model, "patches", None), dict)
+                and hasattr(getattr(model, "model", None), "diffusion_model")):
+            raise ValueError(f"'model' must be a MODEL from a checkpoint loader (a ModelPatcher around a diffusion "
+                             f"model), got {type(model).__name__}")
+        self.weights = PatchedWeights(model, "diffusion_model.")
+        try:
+            self.names = ldm_unet_names(self.weights.shapes(), config, self.WHAT)
+        except WeightLayoutError as err:
+            raise ValueError(_mismatch_message(err, bundle)) from None
+
+    def apply(self, module) -> None:
+        check = interrupt_check()
+
+        def renamed():
+            for i, (key, value) in enumerate(self.weights):
+                if i % 64 == 0:
+                    check()
+                yield self.names[key], value
+
+        written = load_spatial_unet(module, renamed(), denoising=self.denoising, reference=self.reference,
+                                    what=self.WHAT)
+        logger.info("MovingBG: %d spatial U-Net tensors of bundle %s taken from 'model' (%s; %d of its weights "
+                    "patched by LoRAs etc.)", written, self.bundle, self.apply_to, self.weights.num_patched())
+
+
 class MovingBGLoadModel:
     DESCRIPTION = ("Load a MovingBG bundle (one safetensors file with its config) from models/movingbg: the "
-                   "denoising U-Net with motion modules, the reference U-Net, and the pose/track encoders. It is "
+                   "denoising U-Net with motion modules, the reference U-Net, and the pose/track encoders. With a "
+                   "MODEL connected (stock Load Checkpoint, LoRA loaders...), the spatial U-Net weights come from it "
+                   "instead, LoRAs applied: into the denoising U-Net (all but its motion modules and extra input "
+                   "channels) and/or the reference U-Net, per 'apply_to'; the MODEL itself is left unchanged. It is "
                    "moved to the GPU by ComfyUI's model management only while sampling.")
     CATEGORY = f"{CATEGORY}/generate"
     RETURN_TYPES = (MODEL,)
@@ -59,17 +125,33 @@ class MovingBGLoadModel:
                                                "Bundle or python -m movingbg.models.build)."}),
             "dtype": (list(DTYPES), {"default": "auto", "tooltip": "auto: fp16/bf16 on GPUs that support it, "
                                                                     "fp32 on CPU."}),
+        }, "optional": {
+            "model": ("MODEL", {"tooltip": "Optional SD1.5 MODEL (Load Checkpoint, possibly through LoRA loaders) "
+                                           "whose U-Net, LoRAs applied, replaces the bundle's spatial U-Net weights. "
+                                           "It must have the bundle's base U-Net architecture. Not modified."}),
+            "apply_to": (list(APPLY_TO), {"default": "denoising + reference",
+                                          "tooltip": "Which U-Nets take the spatial weights of 'model' (ignored "
+                                                     "without 'model'). Motion modules, the pose/track encoders and "
+                                                     "the condition channels of conv_in always stay the bundle's."}),
         }}
 
-    def load(self, bundle, dtype):
+    def load(self, bundle, dtype, model=None, apply_to="denoising + reference"):
+        if apply_to not in APPLY_TO:  # March-2024 ComfyUI does not validate optional combos
+            raise ValueError(f"'apply_to' must be one of {list(APPLY_TO)}, got {apply_to!r}")
         path = folder_paths.get_full_path("movingbg", bundle)
         if path is None or not os.path.isfile(path):
             raise ValueError(f"'bundle': {bundle} not found in {folder_paths.get_folder_paths('movingbg')}")
         device = mm.get_torch_device()
         torch_dtype = _pick_dtype(dtype, device)
-        patcher = torch_patcher(("movingbg", path, os.path.getmtime(path), str(torch_dtype)),
-                                lambda: load_bundle(path, dtype=torch_dtype))
-        return (patcher,)
+        if model is None:
+            patcher = torch_patcher(("movingbg", path, os.path.getmtime(path), str(torch_dtype)),
+                                    lambda: load_bundle(path, dtype=torch_dtype))
+            return (patcher,)
+        source = _SpatialSource(model, apply_to, read_bundle_config(path), bundle)
+        # a fresh copy every time (never the cached bundle): ComfyUI re-runs this node only when an input changed
+        module = load_bundle(path, dtype=torch_dtype)
+        source.apply(module)
+        return (hosted_patcher(module),)
 
 
 class MovingBGEncodeReference:

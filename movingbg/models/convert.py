@@ -9,6 +9,10 @@ All conversions are strict. Each source is checked in ITS OWN layout first, so a
 * AnimateDiff (``...motion_modules.j.temporal_transformer.transformer_blocks.0.attention_blocks.0...``)
   -> diffusers ``UNetMotionModel`` / ``MotionAdapter`` keys (``...motion_modules.j.transformer_blocks.0.attn1...``).
   The two ``pos_encoder.pe`` buffers of a block must be equal; they load into ``pos_embed.pe``.
+* A base U-Net given from outside a bundle (e.g. the LoRA-patched weights of a ComfyUI MODEL):
+  :func:`ldm_unet_names` checks its LDM key shapes strictly and names them in diffusers layout,
+  :func:`load_spatial_unet` writes it into a model's denoising and/or reference U-Net in place
+  (motion modules, encoders and the extra ``conv_in`` channels stay).
 * Moore-AnimateAnyone: denoising / reference U-Nets are already diffusers keys (the reference file
   has no ``conv_norm_out`` / ``conv_out``, and neither has our reference U-Net); ``pose_guider.pth``
   is the foreground encoder as is; ``motion_module.pth`` is AnimateDiff v2.
@@ -22,7 +26,7 @@ from __future__ import annotations
 import logging
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import torch
@@ -39,7 +43,9 @@ __all__ = [
     "LDM_PREFIX",
     "load_state_dict_file",
     "ldm_unet_key_map",
+    "ldm_unet_names",
     "convert_ldm_unet",
+    "load_spatial_unet",
     "animatediff_to_diffusers_key",
     "diffusers_to_animatediff_key",
     "convert_animatediff_motion",
@@ -163,28 +169,58 @@ def _strip_ldm_prefix(checkpoint: Mapping[str, torch.Tensor]) -> tuple[StateDict
                      f"(first keys: {sorted(checkpoint)[:5]})")
 
 
-def convert_ldm_unet(checkpoint: Mapping[str, torch.Tensor], config: MovingBGConfig) -> StateDict:
-    """SD1.5 LDM checkpoint (``model.diffusion_model.*``) -> ``UNet2DConditionModel`` state dict.
-
-    Args:
-        checkpoint: the whole checkpoint (e.g. ``v1-5-pruned-emaonly.safetensors``) or only its U-Net.
-        config: gives the U-Net layout (``config.unet``).
-
-    Raises:
-        WeightLayoutError: missing / unexpected / wrongly shaped U-Net keys, named in LDM layout.
-    """
-    unet_sd, prefix = _strip_ldm_prefix(checkpoint)
-    pairs = ldm_unet_key_map(config)
-    to_ldm = {d: lk for lk, d in pairs}
+def _ldm_expected(config: MovingBGConfig, prefix: str = "") -> dict[str, tuple[int, ...]]:
+    """LDM key (with ``prefix``) -> shape of the base U-Net described by ``config.unet``."""
+    to_ldm = {d: lk for lk, d in ldm_unet_key_map(config)}
     expected = {}
     for key, shape in _unet2d_shapes(config).items():
         ldm_key = _rename(key, to_ldm)
         if ldm_key is None:
             raise RuntimeError(f"no LDM name for diffusers key {key}")
         expected[prefix + ldm_key] = shape
+    return expected
+
+
+def ldm_unet_names(shapes: Mapping[str, Sequence[int]], config: MovingBGConfig,
+                   what: str = "SD1.5 (LDM) U-Net") -> dict[str, str]:
+    """Check an LDM-layout U-Net's keys and shapes strictly; return ``{LDM key: diffusers key}``.
+
+    For weights that are not a plain state dict (e.g. computed one at a time): only the shapes are
+    needed here. 1x1-conv ``proj_in`` / ``proj_out`` shapes are accepted where ``config`` has linear
+    projections (:func:`load_spatial_unet` reshapes them).
+
+    Args:
+        shapes: LDM key WITHOUT ``model.diffusion_model.`` (``input_blocks.1.1.proj_in.weight`` ...) -> shape.
+        config: the base U-Net they must match (``config.unet``).
+        what: names the source in the error.
+
+    Raises:
+        WeightLayoutError: missing / unexpected / mis-shaped keys, named in LDM layout (sorted).
+    """
+    expected = _ldm_expected(config)
+    given = {k: _conform_linear(torch.empty(tuple(s), device="meta"), expected.get(k)) for k, s in shapes.items()}
+    check_state_dict(given, expected, what)
+    to_diffusers = dict(ldm_unet_key_map(config))
+    return {k: _rename(k, to_diffusers) for k in shapes}
+
+
+def convert_ldm_unet(checkpoint: Mapping[str, torch.Tensor], config: MovingBGConfig,
+                     what: str = "SD1.5 (LDM) U-Net checkpoint") -> StateDict:
+    """SD1.5 LDM checkpoint (``model.diffusion_model.*``) -> ``UNet2DConditionModel`` state dict.
+
+    Args:
+        checkpoint: the whole checkpoint (e.g. ``v1-5-pruned-emaonly.safetensors``) or only its U-Net.
+        config: gives the U-Net layout (``config.unet``).
+        what: names the source in the error.
+
+    Raises:
+        WeightLayoutError: missing / unexpected / wrongly shaped U-Net keys, named in LDM layout.
+    """
+    unet_sd, prefix = _strip_ldm_prefix(checkpoint)
+    expected = _ldm_expected(config, prefix)
     given = {prefix + k: _conform_linear(v, expected.get(prefix + k)) for k, v in unet_sd.items()}
-    check_state_dict(given, expected, "SD1.5 (LDM) U-Net checkpoint")
-    to_diffusers = dict(pairs)
+    check_state_dict(given, expected, what)
+    to_diffusers = dict(ldm_unet_key_map(config))
     return {_rename(k, to_diffusers): given[prefix + k] for k in unet_sd}
 
 
@@ -193,6 +229,77 @@ def _conform_linear(value: torch.Tensor, shape: tuple[int, ...] | None) -> torch
     if shape is not None and len(shape) == 2 and value.ndim == 4 and tuple(value.shape[2:]) == (1, 1):
         return value[:, :, 0, 0]
     return value
+
+
+def load_spatial_unet(model: MovingBGModel,
+                      weights: Mapping[str, torch.Tensor] | Iterable[tuple[str, torch.Tensor]], *,
+                      denoising: bool = True, reference: bool = True, what: str = "base U-Net") -> int:
+    """Overwrite, in place, the spatial weights of ``model``'s denoising and/or reference U-Net.
+
+    ``weights`` is a base U-Net in diffusers ``UNet2DConditionModel`` layout (``config.unet``: 4 input
+    channels, with output head), e.g. from :func:`convert_ldm_unet` or, one tensor at a time, from
+    :func:`ldm_unet_names`; an iterable of ``(key, tensor)`` is consumed once, so only one source
+    tensor needs to exist at a time. What stays as it is: the motion modules, the motion encoders, and
+    the condition-concatenation input channels of the denoising ``conv_in`` (only its first
+    ``config.latent_channels`` input channels are replaced; its bias is). The reference U-Net has no
+    output head, so ``conv_norm_out.*`` / ``conv_out.*`` only go to the denoising U-Net. Values are cast
+    to the model's dtype and device.
+
+    Args:
+        model: the model to update (in place; on error it may be partly updated -- discard it).
+        weights: every key of the base U-Net exactly once.
+        denoising: write into the denoising U-Net (``UNetMotionModel``, spatial part).
+        reference: write into the reference U-Net.
+        what: names the source in the error.
+
+    Returns:
+        the number of tensors written.
+
+    Raises:
+        ValueError: neither target, or ``reference`` on a model without a reference U-Net.
+        WeightLayoutError: missing / unexpected / mis-shaped keys (diffusers names).
+    """
+    if not (denoising or reference):
+        raise ValueError("load_spatial_unet: choose the denoising U-Net, the reference U-Net or both")
+    if reference and model.reference_unet is None:
+        raise ValueError("this MovingBGModel has no reference U-Net (built with use_reference=False)")
+    config = model.config
+    expected = _unet2d_shapes(config)
+    den = model.denoising_unet.state_dict(keep_vars=True) if denoising else {}
+    ref = model.reference_unet.state_dict(keep_vars=True) if reference else {}
+    seen: set[str] = set()
+    unexpected: list[str] = []
+    mismatched: list[tuple[str, tuple[int, ...], tuple[int, ...]]] = []
+    written = 0
+    items = weights.items() if isinstance(weights, Mapping) else weights
+    with torch.no_grad():
+        for key, value in items:
+            shape = expected.get(key)
+            if shape is None or key in seen:
+                unexpected.append(key)
+                continue
+            seen.add(key)
+            value = _conform_linear(value, shape)
+            if tuple(value.shape) != shape:
+                mismatched.append((key, tuple(value.shape), shape))
+                continue
+            targets = []
+            if denoising:
+                target = den[key]
+                if key == "conv_in.weight":
+                    target = target[:, :config.latent_channels]
+                targets.append(target)
+            if reference and not key.startswith(_HEAD_PREFIXES):
+                targets.append(ref[key])
+            for target in targets:
+                if tuple(target.shape) != shape:
+                    raise RuntimeError(f"{key}: model tensor {tuple(target.shape)} differs from the base U-Net {shape}")
+                target.copy_(value)
+                written += 1
+    missing = sorted(set(expected) - seen)
+    if missing or unexpected or mismatched:
+        raise WeightLayoutError(what, missing, sorted(unexpected), sorted(mismatched))
+    return written
 
 
 # ---- AnimateDiff -> diffusers motion modules ---------------------------------------------------

@@ -23,8 +23,11 @@ from movingbg.models.convert import (
     build_bundle_from_moore,
     convert_animatediff_motion,
     convert_ldm_unet,
+    ldm_unet_names,
+    load_spatial_unet,
     load_state_dict_file,
 )
+from movingbg.models.generator import MovingBGModel
 
 CFG = MovingBGConfig.tiny()
 SD15 = MovingBGConfig.sd15()
@@ -242,6 +245,71 @@ def test_build_from_ldm(tiny):
         want = base(x, 10, encoder_hidden_states=clip.repeat_interleave(3, 0)).sample
         got = model(x, 10, clip_embeds=clip)
     torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+
+
+# ---- a base U-Net from outside the bundle (e.g. a ComfyUI MODEL with LoRAs) --------------------
+def test_ldm_unet_names_maps_and_checks_shapes_only(tiny):
+    unet, _, _ = tiny
+    state = unet.state_dict()
+    ldm = unet_to_ldm(state, CFG)
+    shapes = {k[len(P):]: tuple(v.shape) for k, v in ldm.items()}
+    names = ldm_unet_names(shapes, CFG)
+    assert set(names) == set(shapes) and set(names.values()) == set(state)
+    assert all(ldm[P + k] is state[d] for k, d in names.items())  # the same pairs as the test-side map
+    full = {k[len(P):]: tuple(v.shape) for k, v in unet_to_ldm(_meta(lambda: UNet2DConditionModel(
+        **SD15.unet_kwargs())).state_dict(), SD15).items()}
+    assert all(names_sd[k] == d for names_sd in [ldm_unet_names(full, SD15)] for k, d in LDM_PAIRS.items())
+    bad = dict(shapes)
+    del bad["input_blocks.1.1.proj_in.weight"]
+    bad["input_blocks.0.0.weight"] = (64, 4, 3, 3)
+    bad["label_emb.0.0.weight"] = (1280, 2816)
+    with pytest.raises(WeightLayoutError) as err:
+        ldm_unet_names(bad, CFG, "the MODEL")
+    msg = str(err.value)
+    assert msg.startswith("the MODEL") and "input_blocks.1.1.proj_in.weight" in msg and "label_emb.0.0.weight" in msg
+    assert "input_blocks.0.0.weight: got [64, 4, 3, 3], expected [32, 4, 3, 3]" in msg
+
+
+def _bundle_model(seed: int = 1) -> MovingBGModel:
+    torch.manual_seed(seed)
+    return MovingBGModel(CFG).eval()
+
+
+@pytest.mark.parametrize("denoising,reference", [(True, True), (True, False), (False, True)])
+def test_load_spatial_unet_replaces_only_the_spatial_part(tiny, denoising, reference):
+    unet, _, _ = tiny
+    model = _bundle_model()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    source = {k: v + 1.0 for k, v in unet.state_dict().items()}  # differs from every bundle tensor
+    written = load_spatial_unet(model, iter(source.items()), denoising=denoising, reference=reference)
+    after = model.state_dict()
+    head = sum(1 for k in source if k.startswith(("conv_norm_out", "conv_out")))
+    assert written == denoising * len(source) + reference * (len(source) - head)
+    for key, value in after.items():
+        part, _, sub = key.partition(".")
+        replaced = ((part == "denoising_unet" and denoising and ".motion_modules." not in sub)
+                    or (part == "reference_unet" and reference))
+        if not replaced:
+            assert torch.equal(value, before[key]), key
+        elif sub == "conv_in.weight" and part == "denoising_unet":
+            assert torch.equal(value[:, :4], source[sub]) and torch.equal(value[:, 4:], before[key][:, 4:])
+        else:
+            assert torch.equal(value, source[sub]), key
+
+
+def test_load_spatial_unet_is_strict():
+    model = _bundle_model()
+    source = {k: v.clone() for k, v in model.reference_unet.state_dict().items()}  # no output head
+    source["conv_in.weight"] = torch.zeros(32, 9, 3, 3)
+    source["extra.weight"] = torch.zeros(1)
+    with pytest.raises(WeightLayoutError) as err:
+        load_spatial_unet(model, source, what="base U-Net from X")
+    assert err.value.what == "base U-Net from X" and err.value.unexpected == ["extra.weight"]
+    assert sorted(err.value.missing) == ["conv_norm_out.bias", "conv_norm_out.weight", "conv_out.bias",
+                                         "conv_out.weight"]
+    assert err.value.mismatched == [("conv_in.weight", (32, 9, 3, 3), (32, 4, 3, 3))]
+    with pytest.raises(ValueError, match="no reference U-Net"):
+        load_spatial_unet(MovingBGModel(CFG.replace(use_reference=False)), {}, reference=True)
 
 
 # ---- AnimateDiff -------------------------------------------------------------------------------
