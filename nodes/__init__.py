@@ -3,6 +3,7 @@
 from . import bundle, generation, matte, paths, pose, save, tracks, video
 
 paths.register_model_folders()
+paths.register_shipped_models()
 
 _MODULES = (video, pose, matte, tracks, save, bundle, generation)
 

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import folder_paths
 
+from ..movingbg.assets import MODEL_DIRS as SHIPPED_MODEL_DIRS
+
 FOLDERS = {
     "movingbg": ("", {".safetensors", ".json"}),
     "movingbg_pose": ("pose", {".onnx"}),
@@ -43,6 +45,19 @@ def register_model_folders() -> None:
             known.update(exts)
         else:  # some versions store a list or tuple
             folder_paths.folder_names_and_paths[name] = (paths, set(known) | set(exts))
+
+
+def register_shipped_models() -> None:
+    """Make the miniature model shipped in ``movingbg/assets/models`` visible to MovingBG Load Model and the
+    stock Load VAE node (appended after the user's folders, so a user's file of the same name wins)."""
+    for name, folder in SHIPPED_MODEL_DIRS.items():
+        if not folder.is_dir():
+            continue
+        entry = folder_paths.folder_names_and_paths.get(name)
+        if entry is None:
+            continue
+        if str(folder) not in entry[0]:
+            entry[0].append(str(folder))
 
 
 def search_dirs(name: str) -> list[Path]:

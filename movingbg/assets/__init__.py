@@ -1,0 +1,30 @@
+"""Files shipped with MovingBG: the miniature model trained in the synthetic world and its demo inputs.
+
+* ``models/movingbg/movingbg_mini.safetensors`` (+ ``.json``): a tiny MovingBG bundle trained by
+  ``python -m movingbg.repro`` (64 x 64 frames, 8-frame clips); listed by **MovingBG Load Model**.
+* ``models/vae/movingbg_mini_vae.safetensors``: its TAESD-shaped VAE, listed by the stock **Load VAE**
+  node (the pack registers both folders with ComfyUI, after the user's own folders).
+* ``demo/``: a driving clip of the world's test split (never trained on), its ground-truth pose
+  (OpenPose JSON) and the reference image (the clip's first frame).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+__all__ = ["ASSETS", "MODEL_DIRS", "MINI_BUNDLE", "MINI_VAE", "DEMO_DIR", "DEMO_VIDEO", "DEMO_POSE",
+           "DEMO_REFERENCE", "DEMO_SEED", "DEMO_FRAMES", "DEMO_SIZE"]
+
+ASSETS = Path(__file__).resolve().parent
+MODEL_DIRS = {"movingbg": ASSETS / "models" / "movingbg", "vae": ASSETS / "models" / "vae"}
+"""ComfyUI folder name -> shipped folder (registered by the pack's nodes/paths.py)."""
+MINI_BUNDLE = MODEL_DIRS["movingbg"] / "movingbg_mini.safetensors"
+MINI_VAE = MODEL_DIRS["vae"] / "movingbg_mini_vae.safetensors"
+DEMO_DIR = ASSETS / "demo"
+DEMO_VIDEO = DEMO_DIR / "movingbg_mini_driving.mp4"
+DEMO_POSE = DEMO_DIR / "movingbg_mini_pose.json"
+DEMO_REFERENCE = DEMO_DIR / "movingbg_mini_reference.png"
+DEMO_SEED = 100_100
+"""World seed of the demo clip (test split: not trained on)."""
+DEMO_FRAMES = 48
+DEMO_SIZE = 64
