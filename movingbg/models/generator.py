@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -189,6 +189,7 @@ class MovingBGModel(nn.Module):
         track_maps: torch.Tensor | None = None,
         fg_scale: float = 1.0,
         bg_scale: float = 1.0,
+        reference_keep: torch.Tensor | Sequence[bool] | None = None,
     ) -> torch.Tensor:
         """One denoising prediction for a clip.
 
@@ -202,6 +203,10 @@ class MovingBGModel(nn.Module):
             pose_maps: ``(B, 3, F, H, W)`` pose renders in 0..1, ``H = h * 8`` (needs ``use_fg``).
             track_maps: ``(B, 3, F, H, W)`` track maps in 0..1 (needs ``use_bg``).
             fg_scale, bg_scale: multipliers on the encoders' features (0 skips the encoder).
+            reference_keep: ``(B,)`` bools (tensor or sequence; needs ``bank``): False = that sample
+                gets no reference attention, exactly as with ``bank=None`` (e.g. ``[True, False]`` for
+                classifier-free guidance batched as ``[cond ; uncond]`` with a batch-1 bank). None =
+                every sample sees the bank. A tensor is read once per call (one device sync).
 
         Returns:
             ``(B, 4, F, h, w)`` prediction (noise or v, whatever the weights were trained for).
@@ -214,7 +219,7 @@ class MovingBGModel(nn.Module):
         sample = self._unet_input(noisy.to(self.dtype), cond_latent)
         tokens = self._clip_tokens(clip_embeds, batch).repeat_interleave(frames, dim=0)
         motion = self._motion_features(pose_maps, track_maps, fg_scale, bg_scale, (batch, frames, h, w))
-        kwargs = self._bank_kwargs(bank, batch)
+        kwargs = self._bank_kwargs(bank, batch, reference_keep)
         with _added_to_output(self.denoising_unet.conv_in, motion):
             out = self.denoising_unet(sample, timestep, encoder_hidden_states=tokens,
                                       cross_attention_kwargs=kwargs, return_dict=False)[0]
@@ -270,10 +275,19 @@ class MovingBGModel(nn.Module):
             raise ValueError(f"{name} must be {expected} (B, C, F, H, W), got {tuple(maps.shape)}")
         return maps.to(self.dtype).permute(0, 2, 1, 3, 4).reshape(batch * frames, expected[1], expected[3], expected[4])
 
-    def _bank_kwargs(self, bank: ReferenceBank | Mapping[str, torch.Tensor] | None,
-                     batch: int) -> dict[str, Any] | None:
-        """Validate the bank and wrap it as ``cross_attention_kwargs``."""
-        if bank is None:
+    def _bank_kwargs(self, bank: ReferenceBank | Mapping[str, torch.Tensor] | None, batch: int,
+                     reference_keep: torch.Tensor | Sequence[bool] | None = None) -> dict[str, Any] | None:
+        """Validate the bank and wrap it as ``cross_attention_kwargs``.
+
+        ``reference_keep`` becomes a tuple of Python bools (read once here, not in every attention
+        layer); all True = no switch, all False = no bank at all (the same call as ``bank=None``).
+        """
+        keep = _keep_flags(reference_keep, batch)
+        if keep is not None and bank is None:
+            raise ValueError("reference_keep given without a bank")
+        if keep is not None and all(keep):
+            keep = None
+        if bank is None or (keep is not None and not any(keep)):
             return None
         if self.reference_unet is None:
             raise ValueError("bank given but the model was built with use_reference=False")
@@ -286,4 +300,20 @@ class MovingBGModel(nn.Module):
         if bank.batch_size not in (1, batch):
             raise ValueError(f"reference bank batch {bank.batch_size} must be 1 or {batch}")
         self._ensure_reference_processors(self.denoising_unet)
-        return {"reference_bank": bank.features}
+        if keep is None:
+            return {"reference_bank": bank.features}
+        return {"reference_bank": bank.features, "reference_keep": keep}
+
+
+def _keep_flags(keep: torch.Tensor | Sequence[bool] | None, batch: int) -> tuple[bool, ...] | None:
+    """``reference_keep`` as ``batch`` Python bools (None stays None)."""
+    if keep is None:
+        return None
+    if isinstance(keep, torch.Tensor):
+        if keep.ndim != 1 or keep.dtype != torch.bool:
+            raise ValueError(f"reference_keep must be a ({batch},) bool tensor, got {keep.dtype} {tuple(keep.shape)}")
+        keep = keep.tolist()
+    flags = tuple(keep)
+    if len(flags) != batch or not all(isinstance(k, bool) for k in flags):
+        raise ValueError(f"reference_keep must be {batch} bools (one per sample), got {flags!r}")
+    return flags

@@ -8,9 +8,19 @@ self-attention with the SAME path attends over ``[own tokens ; reference tokens]
 Pairing is by module path, never by channel count or order.
 
 The bank travels through ``cross_attention_kwargs`` (``reference_store`` when writing,
-``reference_bank`` when reading), so the processors hold no per-call state (safe with gradient
-checkpointing and re-entrant calls). Cross-attention layers get a processor that accepts and ignores
-those keywords, so diffusers does not warn about unexpected arguments.
+``reference_bank`` when reading, plus an optional per-item switch ``reference_keep``), so the
+processors hold no per-call state (safe with gradient checkpointing and re-entrant calls).
+
+``reference_keep`` (a tuple of bools, one per batch ITEM, not per frame) lets one call mix items that
+see the bank with items that do not, e.g. classifier-free guidance batched as ``[cond ; uncond]``
+where only the unconditional half drops the reference. An item with ``False`` gets exactly plain
+self-attention over its own tokens (as with no bank): the batch is cut into runs of consecutive items
+with the same switch and each run gets its own attention call over ``[own ; reference]`` or
+``[own]`` -- no wasted attention over masked tokens, and every run stays eligible for the fused
+(flash / memory-efficient) kernels, which an additive ``-inf`` mask would rule out.
+
+Cross-attention layers get a processor that accepts and ignores those keywords, so diffusers does
+not warn about unexpected arguments.
 """
 
 from __future__ import annotations
@@ -79,17 +89,50 @@ class ReferenceBank:
         return sum(v.numel() * v.element_size() for v in self.features.values())
 
 
-def _expand_to_batch(ref: torch.Tensor, batch: int, path: str) -> torch.Tensor:
-    """``(Bb, N, C)`` -> ``(batch, N, C)`` by repeating each bank item over its frames.
+def _keep_runs(keep: tuple[bool, ...] | None, batch: int, bank_batch: int,
+               path: str) -> tuple[int, list[tuple[int, int, bool]]]:
+    """Frames per item and the runs ``(first item, end item, keep)`` of equal switches.
 
-    The denoising batch is ``B * F`` with index ``b * F + f``, so item ``b`` is repeated ``F`` times.
+    The denoising batch is ``items * frames`` with index ``item * frames + frame``. Without ``keep``
+    every item sees the bank and ``items`` is the bank's batch (1 = shared by the whole batch).
     """
-    if ref.shape[0] == batch:
-        return ref
-    if batch % ref.shape[0] != 0:
-        raise ValueError(f"reference bank entry {path!r} has batch {ref.shape[0]}, "
-                         f"which does not divide the attention batch {batch}")
-    return ref.repeat_interleave(batch // ref.shape[0], dim=0)
+    items = len(keep) if keep is not None else bank_batch
+    if items < 1 or batch % items != 0:
+        raise ValueError(f"reference bank entry {path!r}: the attention batch {batch} is not a multiple "
+                         f"of {items} items")
+    if bank_batch not in (1, items):
+        raise ValueError(f"reference bank entry {path!r} has batch {bank_batch}, the call has {items} items "
+                         f"(batch 1 or {items} needed)")
+    if keep is None:
+        return batch // items, [(0, items, True)]
+    runs: list[tuple[int, int, bool]] = []
+    for i, k in enumerate(keep):
+        if runs and runs[-1][2] == bool(k):
+            runs[-1] = (runs[-1][0], i + 1, bool(k))
+        else:
+            runs.append((i, i + 1, bool(k)))
+    return batch // items, runs
+
+
+def _with_reference(own: torch.Tensor, ref: torch.Tensor, frames: int) -> torch.Tensor:
+    """``[own ; ref]`` along tokens: ``(I*F, N, C)`` and ``(1 or I, N_ref, C)`` -> ``(I*F, N + N_ref, C)``.
+
+    One copy: the bank is broadcast over frames (a stride-0 view) straight into the result.
+    """
+    items = own.shape[0] // frames
+    own4 = own.view(items, frames, *own.shape[1:])
+    ref4 = ref[:, None].expand(items, frames, *ref.shape[1:])
+    return torch.cat([own4, ref4], dim=2).view(items * frames, -1, own.shape[-1])
+
+
+def _bank_rows(ref: torch.Tensor, first: int, end: int) -> torch.Tensor:
+    """The bank entries of items ``first:end`` (a batch-1 bank is shared by all)."""
+    return ref if ref.shape[0] == 1 else ref[first:end]
+
+
+def _rows(t: torch.Tensor | None, batch: int, start: int, stop: int) -> torch.Tensor | None:
+    """``t[start:stop]`` for a per-row tensor, else ``t`` unchanged."""
+    return t[start:stop] if t is not None and t.ndim > 0 and t.shape[0] == batch else t
 
 
 class ReferenceAttnProcessor(AttnProcessor2_0):
@@ -112,22 +155,33 @@ class ReferenceAttnProcessor(AttnProcessor2_0):
         temb: torch.Tensor | None = None,
         reference_bank: Mapping[str, torch.Tensor] | None = None,
         reference_store: MutableMapping[str, torch.Tensor] | None = None,
+        reference_keep: tuple[bool, ...] | None = None,
     ) -> torch.Tensor:
         """Attention over ``hidden_states`` ``(B*F, N, C)`` (+ bank tokens when ``reference_bank``).
 
         ``reference_store``: dict to record ``hidden_states`` into under :attr:`path`.
-        ``reference_bank``: ``{path: (B, N_ref, C)}``; keys/values become ``[hidden ; ref]``.
+        ``reference_bank``: ``{path: (B or 1, N_ref, C)}``; keys/values become ``[hidden ; ref]``.
+        ``reference_keep``: one bool per item (``B``); items with False get plain self-attention
+            (exactly as without a bank). None = every item sees the bank.
         """
         if reference_store is not None:
             reference_store[self.path] = hidden_states
-        if reference_bank is None or encoder_hidden_states is not None:
+        if reference_bank is None or encoder_hidden_states is not None \
+                or (reference_keep is not None and not any(reference_keep)):
             return super().__call__(attn, hidden_states, encoder_hidden_states, attention_mask, temb)
         ref = self._bank_entry(reference_bank, hidden_states)
+        frames, runs = _keep_runs(reference_keep, hidden_states.shape[0], ref.shape[0], self.path)
         if _is_plain_self_attention(attn, hidden_states, attention_mask):
-            return _attend_with_reference(attn, hidden_states, ref, self.path)
-        # unusual Attention options: let the stock processor handle [own ; reference] as context
-        context = torch.cat([hidden_states, _expand_to_batch(ref, hidden_states.shape[0], self.path)], dim=1)
-        return super().__call__(attn, hidden_states, context, attention_mask, temb)
+            return _attend_with_reference(attn, hidden_states, ref, frames, runs)
+        # unusual Attention options: the stock processor per run, on [own ; reference] as context
+        batch, outs = hidden_states.shape[0], []
+        for first, end, keep in runs:
+            rows = slice(first * frames, end * frames)
+            own = hidden_states[rows]
+            context = _with_reference(own, _bank_rows(ref, first, end), frames) if keep else None
+            outs.append(super().__call__(attn, own, context, _rows(attention_mask, batch, rows.start, rows.stop),
+                                         _rows(temb, batch, rows.start, rows.stop)))
+        return outs[0] if len(outs) == 1 else torch.cat(outs)
 
     def _bank_entry(self, bank: Mapping[str, torch.Tensor], hidden_states: torch.Tensor) -> torch.Tensor:
         if self.path not in bank:
@@ -147,29 +201,43 @@ def _is_plain_self_attention(attn: Attention, hidden_states: torch.Tensor,
             and not attn.norm_cross and not attn.residual_connection and attn.rescale_output_factor == 1.0)
 
 
-def _attend_with_reference(attn: Attention, hidden_states: torch.Tensor, ref: torch.Tensor,
-                           path: str) -> torch.Tensor:
+def _attend_with_reference(attn: Attention, hidden_states: torch.Tensor, ref: torch.Tensor, frames: int,
+                           runs: list[tuple[int, int, bool]]) -> torch.Tensor:
     """``softmax(q [k ; k_ref]^T / sqrt(d)) [v ; v_ref]`` with the reference keys/values projected once.
 
     Same result as the stock processor on ``[hidden ; ref repeated per frame]``, but ``to_k`` /
-    ``to_v`` run on each reference item once instead of once per frame.
+    ``to_v`` run on each reference item once instead of once per frame. The projections run on the
+    whole batch; only the attention itself is split into ``runs`` (items with / without the bank).
 
     Args:
         hidden_states: ``(B*F, N, C)`` own tokens (the block's ``norm1`` output).
         ref: ``(B or 1, N_ref, C)`` reference tokens.
+        frames: ``F``; runs: from :func:`_keep_runs`.
 
     Returns:
         ``(B*F, N, C)``.
     """
-    batch = hidden_states.shape[0]
-    key = torch.cat([attn.to_k(hidden_states), _expand_to_batch(attn.to_k(ref), batch, path)], dim=1)
-    value = torch.cat([attn.to_v(hidden_states), _expand_to_batch(attn.to_v(ref), batch, path)], dim=1)
-    query = attn.to_q(hidden_states)
+    query, key, value = attn.to_q(hidden_states), attn.to_k(hidden_states), attn.to_v(hidden_states)
+    k_ref, v_ref = attn.to_k(ref), attn.to_v(ref)
+    outs = []
+    for first, end, keep in runs:
+        rows = slice(first * frames, end * frames)
+        k, v = key[rows], value[rows]
+        if keep:
+            k = _with_reference(k, _bank_rows(k_ref, first, end), frames)
+            v = _with_reference(v, _bank_rows(v_ref, first, end), frames)
+        outs.append(_sdpa(attn, query[rows], k, v))
+    out = outs[0] if len(outs) == 1 else torch.cat(outs)
+    return attn.to_out[1](attn.to_out[0](out))
+
+
+def _sdpa(attn: Attention, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+    """Multi-head ``scaled_dot_product_attention`` on ``(B, N, C)`` / ``(B, M, C)`` projections."""
+    batch = query.shape[0]
     head_dim = key.shape[-1] // attn.heads
     split = lambda t: t.view(batch, -1, attn.heads, head_dim).transpose(1, 2)  # noqa: E731
     out = F.scaled_dot_product_attention(split(query), split(key), split(value), dropout_p=0.0, is_causal=False)
-    out = out.transpose(1, 2).reshape(batch, -1, attn.heads * head_dim).to(query.dtype)
-    return attn.to_out[1](attn.to_out[0](out))
+    return out.transpose(1, 2).reshape(batch, -1, attn.heads * head_dim).to(query.dtype)
 
 
 class PassThroughAttnProcessor(AttnProcessor2_0):
@@ -184,6 +252,7 @@ class PassThroughAttnProcessor(AttnProcessor2_0):
         temb: torch.Tensor | None = None,
         reference_bank: Mapping[str, torch.Tensor] | None = None,
         reference_store: MutableMapping[str, torch.Tensor] | None = None,
+        reference_keep: tuple[bool, ...] | None = None,
     ) -> torch.Tensor:
         return super().__call__(attn, hidden_states, encoder_hidden_states, attention_mask, temb)
 

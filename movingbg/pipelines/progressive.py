@@ -35,8 +35,8 @@ import torch
 from ..models.generator import MovingBGModel
 from ..models.reference import ReferenceBank
 from .planner import MAX_CLIP_LENGTH, ClipPlan, average_windows, plan_progressive, plan_sliding_window
-from .sampling import (CFG_MODES, SchedulerOptions, guided_prediction, initial_latents, run_sampler,
-                       sampling_timesteps)
+from .sampling import (CFG_MODES, SchedulerOptions, guided_prediction, initial_latents, merge_branches,
+                       run_sampler, sampling_timesteps)
 
 logger = logging.getLogger(__name__)
 
@@ -77,8 +77,10 @@ class GenerationOptions:
         denoise: strength in (0, 1]; < 1 needs ``init_latents`` and runs ``round(steps * denoise)``
             steps from a partially noised init (img2img).
         fg_scale, bg_scale: weights of the pose / track features (0 = ignore those maps).
-        cfg_mode: ``"batched"`` (one U-Net call for both branches when they can share it) or
-            ``"sequential"`` (two calls, about half the peak activation memory).
+        cfg_mode: ``"batched"`` (one U-Net call of batch 2 for both branches; with
+            ``uncond_drops_reference`` the unconditional half attends without the bank through the
+            model's per-sample ``reference_keep`` switch, same result as sequential) or
+            ``"sequential"`` (two calls of batch 1, about half the peak activation memory).
         handover: ``"decode_encode"`` (condition of clip k+1 = encode(decode(last latent of clip
             k)), as the paper) or ``"latent"`` (reuse the latent: no VAE round trip, no colour drift
             from it).
@@ -308,6 +310,26 @@ def _branches(video: _Video, frames: Sequence[int],
     return cond, uncond
 
 
+def _merge_cfg_branches(cond: dict[str, Any], uncond: dict[str, Any], batch: int) -> dict[str, Any] | None:
+    """Keyword arguments of ONE ``MovingBGModel.forward`` call for ``[cond ; uncond]``, or None.
+
+    :func:`~.sampling.merge_branches`, plus: a bank only in the conditional branch is passed once
+    with ``reference_keep = [True] * batch + [False] * batch`` (the unconditional half gets plain
+    self-attention, exactly as ``bank=None``); a per-sample bank is stacked twice for the doubled batch.
+    """
+    bank = cond.get("bank")
+    if bank is None or uncond.get("bank") is not None or "reference_keep" in cond or "reference_keep" in uncond:
+        return merge_branches(cond, uncond)
+    merged = merge_branches(dict(cond, bank=None), uncond)
+    if merged is None:
+        return None
+    if not isinstance(bank, ReferenceBank):
+        bank = ReferenceBank(dict(bank))
+    if bank.batch_size != 1:
+        bank = ReferenceBank({k: torch.cat([v, v]) for k, v in bank.features.items()})
+    return dict(merged, bank=bank, reference_keep=(True,) * batch + (False,) * batch)
+
+
 def _guided_predictor(video: _Video, cond: dict[str, Any], uncond: dict[str, Any] | None,
                       num_frames: int) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     """``predict(x (1, 4, F, h, w), t)`` -> guided prediction; counts U-Net work."""
@@ -316,7 +338,7 @@ def _guided_predictor(video: _Video, cond: dict[str, Any], uncond: dict[str, Any
     def predict(sample: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
             out = guided_prediction(video.model, sample.to(video.dtype), t, cond, uncond,
-                                    float(opts.cfg_scale), opts.cfg_mode)
+                                    float(opts.cfg_scale), opts.cfg_mode, merge=_merge_cfg_branches)
         counters.unet_calls += out.calls
         counters.unet_frame_evals += out.branches * num_frames
         counters.cfg_batched = counters.cfg_batched or (out.branches == 2 and out.calls == 1)

@@ -183,7 +183,8 @@ def merge_branches(cond: Mapping[str, Any], uncond: Mapping[str, Any]) -> dict[s
     any other value (floats, a batch-1 ``ReferenceBank``) must be the same object / equal in both
     branches and is passed once (it must broadcast over the doubled batch). A tensor in one branch
     and None / something else in the other (e.g. a bank only in the conditional branch) cannot be
-    batched.
+    merged by this generic rule; a model-specific ``merge`` for :func:`guided_prediction` can (the
+    progressive pipeline merges a conditional-only bank with a per-item switch).
     """
     if set(cond) != set(uncond):
         return None
@@ -226,6 +227,7 @@ def guided_prediction(
     uncond: Mapping[str, Any] | None,
     scale: float,
     mode: Literal["batched", "sequential"] = "batched",
+    merge: Callable[[Mapping[str, Any], Mapping[str, Any], int], dict[str, Any] | None] | None = None,
 ) -> GuidedPrediction:
     """``model_fn(sample, timestep, **kwargs)`` with classifier-free guidance.
 
@@ -234,9 +236,11 @@ def guided_prediction(
         sample: ``(B, ...)`` model input (already ``scale_model_input``-ed).
         cond, uncond: keyword arguments of the conditional / unconditional branch; ``uncond=None``
             or ``scale == 1`` runs the conditional branch only.
-        mode: ``"batched"``: one call with the branches stacked (``2B``) when
-            :func:`merge_branches` can merge them, else two calls; ``"sequential"``: always two calls
-            of batch ``B`` (about half the peak activation memory).
+        mode: ``"batched"``: one call with the branches stacked (``2B``: conditional first) when
+            ``merge`` can merge them, else two calls; ``"sequential"``: always two calls of batch
+            ``B`` (about half the peak activation memory).
+        merge: ``merge(cond, uncond, B)`` -> keyword arguments of the one batched call, or None when
+            the branches cannot share a call; default :func:`merge_branches`.
 
     Returns:
         :class:`GuidedPrediction`.
@@ -244,7 +248,9 @@ def guided_prediction(
     _choice("cfg_mode", mode, CFG_MODES)
     if uncond is None or float(scale) == 1.0:
         return GuidedPrediction(model_fn(sample, timestep, **cond), 1, 1)
-    merged = merge_branches(cond, uncond) if mode == "batched" else None
+    merged = None
+    if mode == "batched":
+        merged = merge(cond, uncond, sample.shape[0]) if merge is not None else merge_branches(cond, uncond)
     if merged is not None:
         pred_cond, pred_uncond = model_fn(torch.cat([sample, sample]), timestep, **merged).chunk(2)
         return GuidedPrediction(cfg_combine(pred_cond, pred_uncond, scale), 1, 2)

@@ -85,8 +85,8 @@ class TrainConfig:
         drop_joint_prob: CLIP embedding and reference features are dropped together (the CFG
             unconditional branch at inference).
         drop_joint_includes_condition: the joint drop also blanks the condition frame.
-        drop_clip_prob, drop_reference_prob: extra independent drops of each. The reference (bank)
-            drop is decided per micro-batch of each process (per sample with ``batch_size`` 1).
+        drop_clip_prob, drop_reference_prob: extra independent drops of each, decided per sample
+            (a dropped reference = that sample attends without the bank, in the same batched forward).
 
     Optimisation:
         learning_rate: AdamW learning rate (> 0; paper 1e-5); lr_warmup_steps: linear warm-up.

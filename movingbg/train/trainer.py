@@ -98,7 +98,7 @@ class TrainingModule(nn.Module):
     def forward(self, noisy: torch.Tensor, timesteps: torch.Tensor, *, ref_latent: torch.Tensor,
                 clip_embeds: Optional[torch.Tensor], clip_keep: torch.Tensor, cond_latent: torch.Tensor,
                 cond_keep: torch.Tensor, pose_maps: torch.Tensor, track_maps: torch.Tensor,
-                use_bank: bool) -> torch.Tensor:
+                use_bank: bool | torch.Tensor) -> torch.Tensor:
         """Prediction for a batch.
 
         Args:
@@ -107,16 +107,21 @@ class TrainingModule(nn.Module):
             clip_embeds: ``(B, 1, D)`` or None (zeros); clip_keep: ``(B,)`` bool, False = zero embedding.
             cond_latent: ``(B, 4, h, w)`` condition latent; cond_keep: ``(B,)`` bool, False = blank.
             pose_maps, track_maps: ``(B, 3, F, H, W)`` in 0..1.
-            use_bank: run the reference U-Net (False = the CFG "no reference" branch).
+            use_bank: the reference bank for every sample (True), none (False = the CFG "no reference"
+                branch), or per sample: ``(B,)`` bool (CPU), False = that sample attends without the
+                bank (``MovingBGModel.forward(reference_keep=...)``); the reference U-Net runs only if
+                some sample keeps it.
 
         Returns:
             ``(B, 4, F, h, w)``.
         """
         net, cfg = self.net, self.net.config
-        bank = net.encode_reference(ref_latent, clip_embeds) if use_bank and net.reference_unet is not None else None
+        keep = tuple(use_bank.tolist()) if isinstance(use_bank, torch.Tensor) else (bool(use_bank),) * noisy.shape[0]
+        bank = net.encode_reference(ref_latent, clip_embeds) if any(keep) and net.reference_unet is not None else None
         clip = None if clip_embeds is None else clip_embeds * clip_keep.to(clip_embeds.dtype).view(-1, 1, 1)
         with _masked_condition(net, cond_keep, noisy.shape[2]):
             return net(noisy, timesteps, clip_embeds=clip, bank=bank,
+                       reference_keep=None if bank is None or all(keep) else keep,
                        cond_latent=cond_latent if cfg.use_concat else None,
                        pose_maps=pose_maps if cfg.use_fg else None, track_maps=track_maps if cfg.use_bg else None)
 
@@ -297,7 +302,7 @@ class Trainer:
             target = noise
         pred = self.module(noisy, t, ref_latent=ref_latent, clip_embeds=clip, clip_keep=~inp["drop_clip"],
                            cond_latent=latents[:, :, 0], cond_keep=~inp["blank"], pose_maps=inp["pose"],
-                           track_maps=inp["tracks"], use_bank=not bool(inp["drop_reference"][0]))
+                           track_maps=inp["tracks"], use_bank=~inp["drop_reference"])
         return F.mse_loss(pred.float(), target.float())
 
     def learning_rate(self, step: int) -> float:

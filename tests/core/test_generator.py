@@ -212,6 +212,63 @@ def test_reference_attention_math():
                                    AttnProcessor2_0()(odd, hidden, ctx), atol=1e-6, rtol=0)
 
 
+def test_reference_keep_runs_match_plain_and_reference_attention():
+    """Per-item switch at one Attention: items with False == plain self-attention, with True == bank."""
+    from diffusers.models.attention_processor import Attention
+
+    torch.manual_seed(4)
+    frames, n_tok, n_ref = 3, 5, 7
+    hidden = torch.randn(4 * frames, n_tok, 16)
+    for odd in (False, True):                    # fast path, and the stock processor per run
+        attn = Attention(query_dim=16, heads=2, dim_head=8, residual_connection=odd)
+        attn.set_processor(ReferenceAttnProcessor("x.attn1"))
+        for ref in (torch.randn(4, n_ref, 16), torch.randn(1, n_ref, 16)):   # per-item / shared bank
+            bank = {"x.attn1": ref}
+            with torch.no_grad():
+                full, plain = attn(hidden, reference_bank=bank), AttnProcessor2_0()(attn, hidden)
+                for keep in ((True, False, False, True), (False, True, True, False), (True,) * 4, (False,) * 4):
+                    got = attn(hidden, reference_bank=bank, reference_keep=keep)
+                    want = torch.cat([(full if k else plain)[i * frames:(i + 1) * frames]
+                                      for i, k in enumerate(keep)])
+                    torch.testing.assert_close(got, want, atol=1e-6, rtol=0)
+            assert (full - plain).abs().max() > 1e-2                          # the bank matters
+    with pytest.raises(ValueError, match="multiple"):
+        attn(hidden, reference_bank={"x.attn1": torch.randn(1, n_ref, 16)}, reference_keep=(True, False) * 2 + (True,))
+    with pytest.raises(ValueError, match="batch 2"):
+        attn(hidden, reference_bank={"x.attn1": torch.randn(2, n_ref, 16)}, reference_keep=(True, False) * 2)
+
+
+def test_reference_keep_per_sample_equals_separate_calls(parts, inputs):
+    """``reference_keep=[True, False]`` == sample 0 with the bank, sample 1 with ``bank=None`` (CFG batched)."""
+    unet, ref, adapter = parts
+    model = build_model_from_diffusers(_clone(unet), _clone(ref), _clone(adapter), CFG).eval()
+    with torch.no_grad():
+        model.denoising_unet.conv_in.weight[:, 4:].normal_(0, 0.3)
+        bank = model.encode_reference(inputs["ref"], inputs["clip"])
+        bank0 = model.encode_reference(inputs["ref"][:1], inputs["clip"][:1])
+    one = lambda i: {k: v[i:i + 1] for k, v in inputs.items()}  # noqa: E731
+    part = lambda i: ReferenceBank({k: v[i:i + 1] for k, v in bank.features.items()})  # noqa: E731
+    with_bank, without = _run(model, one(0), bank=part(0)), _run(model, one(1), bank=None)
+    for keep in (torch.tensor([True, False]), [True, False]):
+        got = _run(model, inputs, bank=bank, reference_keep=keep)
+        torch.testing.assert_close(got[:1], with_bank, atol=ATOL, rtol=0)
+        torch.testing.assert_close(got[1:], without, atol=ATOL, rtol=0)
+    assert (_run(model, one(1), bank=part(1)) - without).abs().max() > 1e-3   # sample 1 would differ with it
+    # a batch-1 bank shared by both samples; all-True / all-False are the plain calls
+    shared = _run(model, inputs, bank=bank0, reference_keep=[False, True])
+    torch.testing.assert_close(shared[:1], _run(model, one(0), bank=None), atol=ATOL, rtol=0)
+    torch.testing.assert_close(shared[1:], _run(model, one(1), bank=bank0), atol=ATOL, rtol=0)
+    torch.testing.assert_close(_run(model, inputs, bank=bank, reference_keep=[True, True]),
+                               _run(model, inputs, bank=bank), atol=0, rtol=0)
+    torch.testing.assert_close(_run(model, inputs, bank=bank, reference_keep=[False, False]),
+                               _run(model, inputs, bank=None), atol=0, rtol=0)
+    for bad in ([True], torch.tensor([1, 0]), [1, 0]):
+        with pytest.raises(ValueError, match="reference_keep"):
+            _run(model, inputs, bank=bank, reference_keep=bad)
+    with pytest.raises(ValueError, match="without a bank"):
+        _run(model, inputs, bank=None, reference_keep=[True, False])
+
+
 def test_bank_per_sample_and_broadcast(parts, inputs):
     unet, ref, adapter = parts
     model = build_model_from_diffusers(_clone(unet), _clone(ref), _clone(adapter), CFG).eval()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 
 import pytest
@@ -32,6 +33,14 @@ def model():
         for enc in (m.fg_encoder, m.bg_encoder):
             enc.conv_out.weight.normal_(0, 0.05)
     return m
+
+
+@pytest.fixture(scope="module")
+def model64(model):
+    """The same model in float64: batched vs sequential CFG then differ by the method, not by float32
+    round-off of batch-1 vs batch-2 kernels (about 1e-6 in the U-Net output, which zero-SNR Euler's
+    sigma_max = 4096 amplifies to about 5e-5 in the latents)."""
+    return copy.deepcopy(model).double()
 
 
 def encode(image: torch.Tensor) -> torch.Tensor:
@@ -94,9 +103,9 @@ def test_reference_encoded_exactly_once(model, inputs, monkeypatch):
     runs = []
     original = model.encode_reference
     monkeypatch.setattr(model, "encode_reference", lambda *a, **k: runs.append(1) or original(*a, **k))
-    res = run(model, inputs, 9, cfg_scale=2.0)               # 3 clips x 2 steps x 2 branches
+    res = run(model, inputs, 9, cfg_scale=2.0)               # 3 clips x 2 steps, branches batched
     assert len(runs) == 1 and res.reference_runs == 1
-    assert res.unet_calls == 3 * 2 * 2
+    assert res.unet_calls == 3 * 2 and res.unet_frame_evals == sum(c.length for c in res.plan) * 2 * 2
     base = run(model, inputs, 9, method=sliding_window_generate, window=4, overlap=1)
     assert len(runs) == 2 and base.reference_runs == 1
 
@@ -173,18 +182,51 @@ def test_handovers_differ_and_need_vae(model, inputs):
     run(model, inputs, 3, handover="decode_encode", encode=None, decode=None)   # one clip: no VAE needed
 
 
+@pytest.mark.parametrize("sampler", ["ddim", "euler", "dpmpp_2m"])
 @pytest.mark.parametrize("drops_reference", [False, True])
-def test_cfg_batched_equals_sequential(model, inputs, drops_reference):
+def test_cfg_batched_equals_sequential(model64, inputs, monkeypatch, drops_reference, sampler):
+    """One batch-2 call per step (the unconditional half without the bank through ``reference_keep``)
+    gives the latents of two batch-1 calls, for every sampler, dropping the bank in uncond or not."""
+    model = model64
+    kw = dict(num_frames=6, cfg_scale=3.0, uncond_drops_reference=drops_reference,
+              scheduler=SchedulerOptions(name=sampler))
+    calls = []
+    original = model.forward
+    monkeypatch.setattr(model, "forward", lambda x, *a, **k: calls.append(
+        (x.shape[0], k["bank"] is not None, k.get("reference_keep"))) or original(x, *a, **k))
+    batched = run(model, inputs, cfg_mode="batched", **kw)
+    sequential = run(model, inputs, cfg_mode="sequential", **kw)
+    torch.testing.assert_close(batched.latents, sequential.latents, atol=1e-5, rtol=0)
+    assert batched.unet_frame_evals == sequential.unet_frame_evals
+    assert batched.cfg_batched and not sequential.cfg_batched
+    assert batched.unet_calls * 2 == sequential.unet_calls == 2 * 2 * 2     # 2 clips x 2 steps
+    n = batched.unet_calls
+    keep = (True, False) if drops_reference else None                     # bank once, uncond half off
+    assert calls[:n] == [(2, True, keep)] * n
+    assert calls[n:] == [(1, not drops_reference, None), (1, True, None)] * n   # uncond, then cond
+    plain = run(model, inputs, num_frames=6, cfg_scale=1.0, scheduler=SchedulerOptions(name=sampler))
+    assert not torch.allclose(plain.latents, sequential.latents, atol=1e-3)
+
+
+def test_cfg_batched_needs_the_reference_switch(model64, inputs, monkeypatch):
+    """Negative control: if the model ignored ``reference_keep`` (bank for the whole batch), batched
+    CFG would NOT equal sequential CFG -- so the test above can fail."""
+    model = model64
+    kw = dict(num_frames=6, cfg_scale=3.0, uncond_drops_reference=True)
+    sequential = run(model, inputs, cfg_mode="sequential", **kw)
+    original = model.forward
+    monkeypatch.setattr(model, "forward", lambda *a, **k: original(*a, **{**k, "reference_keep": None}))
+    ignored = run(model, inputs, cfg_mode="batched", **kw)
+    assert ignored.cfg_batched and (ignored.latents - sequential.latents).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("drops_reference", [False, True])
+def test_cfg_batched_float32_close_to_sequential(model, inputs, drops_reference):
     kw = dict(num_frames=6, cfg_scale=3.0, uncond_drops_reference=drops_reference)
     batched = run(model, inputs, cfg_mode="batched", **kw)
     sequential = run(model, inputs, cfg_mode="sequential", **kw)
-    assert torch.allclose(batched.latents, sequential.latents, atol=1e-4)
-    assert batched.unet_frame_evals == sequential.unet_frame_evals
-    # a bank only in the conditional branch cannot share a call with the unconditional one
-    assert batched.cfg_batched is (not drops_reference) and not sequential.cfg_batched
-    assert batched.unet_calls == (sequential.unet_calls if drops_reference else sequential.unet_calls // 2)
-    plain = run(model, inputs, num_frames=6, cfg_scale=1.0)
-    assert not torch.allclose(plain.latents, sequential.latents, atol=1e-3)
+    assert batched.cfg_batched and batched.unet_calls * 2 == sequential.unet_calls
+    torch.testing.assert_close(batched.latents, sequential.latents, atol=1e-4, rtol=0)
 
 
 def test_zero_motion_scales_equal_no_maps(model, inputs):
@@ -229,7 +271,7 @@ def test_sliding_window_baseline(model, inputs):
     res = run(model, inputs, 9, method=sliding_window_generate, window=4, overlap=2, cfg_scale=2.0)
     assert res.method == "sliding_window" and res.plan == ((0, 1, 2, 3), (2, 3, 4, 5), (4, 5, 6, 7), (5, 6, 7, 8))
     assert res.latents.shape == (9, 4, H, W) and torch.isfinite(res.latents).all()
-    assert res.unet_calls == 2 * 4 * 2 and res.unet_frame_evals == 2 * 16 * 2 and res.reference_runs == 1
+    assert res.unet_calls == 2 * 4 and res.unet_frame_evals == 2 * 16 * 2 and res.reference_runs == 1  # CFG batched
     again = run(model, inputs, 9, method=sliding_window_generate, window=4, overlap=2, cfg_scale=2.0)
     assert torch.equal(res.latents, again.latents)
 

@@ -154,3 +154,27 @@ def test_merge_branches_rules():
     assert merge_branches(dict(x=a), dict(x=torch.zeros(2, 2))) is None
     assert merge_branches(dict(s=1.0), dict(s=2.0)) is None
     assert merge_branches(dict(s=1.0), dict(t=1.0)) is None
+
+
+def test_guided_prediction_custom_merge():
+    """A model-specific ``merge`` lets branches that ``merge_branches`` cannot stack share one call."""
+    calls = []
+
+    def model_fn(x, t, *, extra=None, keep=None):
+        calls.append((x.shape[0], keep))
+        add = torch.zeros(x.shape[0]) if extra is None else extra * torch.tensor(keep if keep else [1.0] * x.shape[0])
+        return x + add.view(-1, 1)
+
+    def merge(cond, uncond, batch):
+        assert batch == 1 and uncond["extra"] is None
+        return dict(extra=cond["extra"], keep=[1.0] * batch + [0.0] * batch)
+
+    x = torch.randn(1, 3)
+    cond, uncond = dict(extra=torch.tensor(2.0)), dict(extra=None)
+    assert merge_branches(cond, uncond) is None
+    batched = guided_prediction(model_fn, x, 5, cond, uncond, 3.0, "batched", merge=merge)
+    sequential = guided_prediction(model_fn, x, 5, cond, uncond, 3.0, "sequential", merge=merge)
+    assert calls == [(2, [1.0, 0.0]), (1, None), (1, None)] and batched.calls == 1 and sequential.calls == 2
+    torch.testing.assert_close(batched.prediction, sequential.prediction, atol=0, rtol=0)
+    fallback = guided_prediction(model_fn, x, 5, cond, uncond, 3.0, "batched", merge=lambda c, u, b: None)
+    assert fallback.calls == 2 and torch.equal(fallback.prediction, sequential.prediction)

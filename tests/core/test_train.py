@@ -240,6 +240,43 @@ def test_per_sample_blank_condition_and_clip_drop_match_separate_calls():
     torch.testing.assert_close(out[1:], noclip1, atol=1e-5, rtol=1e-4)
 
 
+def test_per_sample_reference_drop_matches_separate_calls():
+    """``use_bank`` per sample: sample 0 without the bank, sample 1 with it, in one forward; the
+    reference U-Net gets gradients only through the kept sample."""
+    from movingbg.models.reference import ReferenceBank
+    from movingbg.train.trainer import TrainingModule
+
+    net = _randomised_tiny()
+    noisy, t, kw = _inputs()
+    kw = dict(kw, use_bank=torch.tensor([False, True]))
+    one = lambda i: dict(clip_embeds=kw["clip_embeds"][i:i + 1] * kw["clip_keep"][i],  # noqa: E731
+                         cond_latent=kw["cond_latent"][i:i + 1] if kw["cond_keep"][i] else None,
+                         pose_maps=kw["pose_maps"][i:i + 1], track_maps=kw["track_maps"][i:i + 1])
+    with torch.no_grad():
+        out = TrainingModule(net)(noisy, t, **kw)
+        bank = net.encode_reference(kw["ref_latent"], kw["clip_embeds"])
+        nobank0 = net(noisy[:1], t[:1], bank=None, **one(0))
+        bank1 = net(noisy[1:], t[1:], bank=ReferenceBank({k: v[1:] for k, v in bank.features.items()}), **one(1))
+        with_bank0 = net(noisy[:1], t[:1], bank=ReferenceBank({k: v[:1] for k, v in bank.features.items()}), **one(0))
+        none = TrainingModule(net)(noisy, t, **dict(kw, use_bank=torch.tensor([False, False])))
+    torch.testing.assert_close(out[:1], nobank0, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(out[1:], bank1, atol=1e-5, rtol=1e-4)
+    assert (with_bank0 - nobank0).abs().max() > 1e-3              # the drop did change sample 0
+    torch.testing.assert_close(none, TrainingModule(net)(noisy, t, **dict(kw, use_bank=False)), atol=0, rtol=0)
+
+    def ref_grad(use_bank, weights):
+        net.zero_grad(set_to_none=True)
+        out = TrainingModule(net)(noisy, t, **dict(kw, use_bank=use_bank))
+        (out.square() * weights.view(-1, 1, 1, 1, 1)).mean().backward()
+        return {k: p.grad.clone() for k, p in net.reference_unet.named_parameters() if p.grad is not None}
+
+    mixed = ref_grad(torch.tensor([False, True]), torch.tensor([1.0, 1.0]))
+    only_kept = ref_grad(True, torch.tensor([0.0, 1.0]))         # same loss on sample 1, both with the bank
+    assert mixed.keys() == only_kept.keys() and len(mixed) > 100
+    for k in mixed:
+        torch.testing.assert_close(mixed[k], only_kept[k], atol=1e-6, rtol=1e-4)
+
+
 def test_gradient_checkpointing_gives_the_same_gradients_into_both_unets():
     from movingbg.train.trainer import TrainingModule
 
