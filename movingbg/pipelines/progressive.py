@@ -80,7 +80,7 @@ class GenerationOptions:
         cfg_mode: ``"batched"`` (one U-Net call of batch 2 for both branches; with
             ``uncond_drops_reference`` the unconditional half attends without the bank through the
             model's per-sample ``reference_keep`` switch, same result as sequential) or
-            ``"sequential"`` (two calls of batch 1, about half the peak activation memory).
+            ``"sequential"`` (two calls of batch 1, about half the peak activation memory; the default).
         handover: ``"decode_encode"`` (condition of clip k+1 = encode(decode(last latent of clip
             k)), as the paper) or ``"latent"`` (reuse the latent: no VAE round trip, no colour drift
             from it).
@@ -100,7 +100,7 @@ class GenerationOptions:
     denoise: float = 1.0
     fg_scale: float = 1.0
     bg_scale: float = 1.0
-    cfg_mode: Literal["batched", "sequential"] = "batched"
+    cfg_mode: Literal["batched", "sequential"] = "sequential"
     handover: Literal["decode_encode", "latent"] = "decode_encode"
     first_condition: Literal["reference", "blank", "auto"] = "reference"
     mismatch_threshold: float = 0.1

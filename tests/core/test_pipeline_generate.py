@@ -103,7 +103,7 @@ def test_reference_encoded_exactly_once(model, inputs, monkeypatch):
     runs = []
     original = model.encode_reference
     monkeypatch.setattr(model, "encode_reference", lambda *a, **k: runs.append(1) or original(*a, **k))
-    res = run(model, inputs, 9, cfg_scale=2.0)               # 3 clips x 2 steps, branches batched
+    res = run(model, inputs, 9, cfg_scale=2.0, cfg_mode="batched")  # 3 clips x 2 steps, branches batched
     assert len(runs) == 1 and res.reference_runs == 1
     assert res.unet_calls == 3 * 2 and res.unet_frame_evals == sum(c.length for c in res.plan) * 2 * 2
     base = run(model, inputs, 9, method=sliding_window_generate, window=4, overlap=1)
@@ -268,7 +268,8 @@ def test_other_samplers(model, inputs, sampler):
 
 
 def test_sliding_window_baseline(model, inputs):
-    res = run(model, inputs, 9, method=sliding_window_generate, window=4, overlap=2, cfg_scale=2.0)
+    res = run(model, inputs, 9, method=sliding_window_generate, window=4, overlap=2, cfg_scale=2.0,
+              cfg_mode="batched")
     assert res.method == "sliding_window" and res.plan == ((0, 1, 2, 3), (2, 3, 4, 5), (4, 5, 6, 7), (5, 6, 7, 8))
     assert res.latents.shape == (9, 4, H, W) and torch.isfinite(res.latents).all()
     assert res.unet_calls == 2 * 4 and res.unet_frame_evals == 2 * 16 * 2 and res.reference_runs == 1  # CFG batched
