@@ -273,7 +273,8 @@ def test_sliding_window_baseline(model, inputs):
     assert res.method == "sliding_window" and res.plan == ((0, 1, 2, 3), (2, 3, 4, 5), (4, 5, 6, 7), (5, 6, 7, 8))
     assert res.latents.shape == (9, 4, H, W) and torch.isfinite(res.latents).all()
     assert res.unet_calls == 2 * 4 and res.unet_frame_evals == 2 * 16 * 2 and res.reference_runs == 1  # CFG batched
-    again = run(model, inputs, 9, method=sliding_window_generate, window=4, overlap=2, cfg_scale=2.0)
+    again = run(model, inputs, 9, method=sliding_window_generate, window=4, overlap=2, cfg_scale=2.0,
+                cfg_mode="batched")
     assert torch.equal(res.latents, again.latents)
 
 
