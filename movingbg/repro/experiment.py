@@ -47,7 +47,8 @@ VARIANTS: Mapping[str, dict[str, Any]] = {
 without condition concatenation and generates with overlapping windows and latent averaging."""
 
 _LABELS = {"full": "MovingBG (full)", "no_fg": "w/o foreground encoder", "no_bg": "w/o background encoder",
-           "no_global": "w/o global features", "sliding_window": "w/o condition concat (sliding window)"}
+           "no_global": "w/o global features", "sliding_window": "w/o condition concat (sliding window)",
+           "full_latent_handover": "MovingBG, latent handover (no VAE round trip)"}
 
 
 @dataclass(frozen=True)
@@ -192,7 +193,7 @@ def train_stage(workdir: Path, o: ReproOptions, variant: str, vae: Path, vae_sca
 
 
 # ---- stage 4 ----------------------------------------------------------------------------------
-def test_inputs(seed: int, o: ReproOptions) -> dict[str, Any]:
+def driving_inputs(seed: int, o: ReproOptions) -> dict[str, Any]:
     """Driving clip ``seed`` with its guidance: pose renders, background track maps, tracks, matte."""
     from ..preprocess.pose_format import FramePose, PersonPose
     from ..preprocess.pose_render import render_pose
@@ -215,7 +216,7 @@ def _maps(a: np.ndarray) -> torch.Tensor:
 
 
 def generate_video(model, vae, inputs: Mapping[str, Any], o: ReproOptions, *, method: str = "progressive",
-                   use_pose: bool = True, use_tracks: bool = True) -> np.ndarray:
+                   use_pose: bool = True, use_tracks: bool = True, handover: str = "decode_encode") -> np.ndarray:
     """Generate the driving clip of ``inputs`` with ``model``; ``(T, H, W, 3)`` uint8."""
     from ..pipelines import GenerationOptions, SchedulerOptions, generate, sliding_window_generate
     from ..train.encoders import decode_latents, encode_latents
@@ -227,7 +228,7 @@ def generate_video(model, vae, inputs: Mapping[str, Any], o: ReproOptions, *, me
     ref_latent = encode_latents(vae, ref, scale)
     options = GenerationOptions(
         steps=o.sample_steps, cfg_scale=o.cfg_scale, seed=o.seed, clip_length=o.clip_length, cfg_mode="sequential",
-        handover="decode_encode",
+        handover=handover,
         scheduler=SchedulerOptions(prediction_type=cfg.prediction_type, beta_schedule=cfg.beta_schedule,
                                    rescale_betas_zero_snr=cfg.prediction_type == "v_prediction"))
 
@@ -250,7 +251,8 @@ def generate_video(model, vae, inputs: Mapping[str, Any], o: ReproOptions, *, me
     return (video.permute(0, 2, 3, 1).numpy() * 255.0 + 0.5).clip(0, 255).astype(np.uint8)
 
 
-def evaluate_variant(workdir: Path, o: ReproOptions, variant: str, bundle: Path, vae_path: Path) -> dict[str, Any]:
+def evaluate_variant(workdir: Path, o: ReproOptions, variant: str, bundle: Path, vae_path: Path, *,
+                     handover: str = "decode_encode") -> dict[str, Any]:
     from ..eval import evaluate
     from ..io.video import write_video
     from ..models.bundle import load_bundle
@@ -269,10 +271,10 @@ def evaluate_variant(workdir: Path, o: ReproOptions, variant: str, bundle: Path,
     metrics = ("psnr", "ssim", "lpips", "background_motion", "boundary_continuity", "drift")
     for k in range(o.test_videos):
         seed = TEST_SEED0 + k
-        inp = test_inputs(seed, o)
+        inp = driving_inputs(seed, o)
         clip = inp["clip"]
         t0 = time.perf_counter()
-        video = generate_video(model, vae, inp, o, method=method)
+        video = generate_video(model, vae, inp, o, method=method, handover=handover)
         seconds = time.perf_counter() - t0
         write_video(out / f"clip{seed}.mp4", np.concatenate([clip.frames, video], axis=2), 12.0, crf=12)
         res = evaluate(video, reference=clip.frames[0], gt=clip.frames, guidance=inp["tracks"], alpha=clip.alpha,
@@ -288,7 +290,7 @@ def evaluate_variant(workdir: Path, o: ReproOptions, variant: str, bundle: Path,
         row["seed"], row["seconds"] = seed, seconds
         per_clip.append(row)
     keys = [k for k in per_clip[0] if k not in ("skipped", "seed")]
-    summary = {"variant": variant, "method": method, "clips": per_clip,
+    summary = {"variant": variant, "method": method, "handover": handover, "clips": per_clip,
                "mean": {k: (float(np.mean([r[k] for r in per_clip])) if all(r[k] is not None for r in per_clip)
                             else None) for k in keys},
                "skipped": per_clip[0]["skipped"]}
@@ -340,6 +342,10 @@ def run(workdir: os.PathLike | str, options: ReproOptions = ReproOptions(),
     for variant in options.variants:
         say(f"evaluate: {variant}")
         variants[variant] = evaluate_variant(wd, options, variant, bundles[variant], vae)
+    if "full" in options.variants:  # issue 4: which handover between clips drifts less in colour
+        say("evaluate: full model with the latent handover")
+        variants["full_latent_handover"] = evaluate_variant(wd, options, "full_latent_handover", bundles["full"],
+                                                            vae, handover="latent")
     results = {"options": asdict(options), "vae": vae_info, "variants": variants,
                "train_seconds": {v: json.loads((wd / "runs" / v / "train_time.json").read_text())["seconds"]
                                  if (wd / "runs" / v / "train_time.json").is_file() else None
