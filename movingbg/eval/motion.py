@@ -37,7 +37,7 @@ from typing import Any, Optional
 import cv2
 import numpy as np
 
-from ..preprocess.tracks import _gray, _lk_step
+from ..preprocess.tracks import to_gray, lk_step
 from ..types import Tracks
 
 logger = logging.getLogger(__name__)
@@ -180,7 +180,7 @@ def retrack_guidance(
 
     lk = dict(winSize=(int(win_size), int(win_size)), maxLevel=int(levels),
               criteria=(cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 40, 0.003))
-    gray = [_gray(f) for f in g]
+    gray = [to_gray(f) for f in g]
     out = np.zeros((T, N, 2), dtype=np.float32)
     alive = np.zeros((T, N), dtype=bool)
     run_start = np.full((T, N), -1, dtype=np.int64)
@@ -191,7 +191,7 @@ def retrack_guidance(
     for t in range(T):
         started &= gv[t]  # a run ends where the guidance is invisible
         if t > 0 and len(active):
-            p1, fb, ok = _lk_step(gray[t - 1], gray[t], cur, lk, compensate,
+            p1, fb, ok = lk_step(gray[t - 1], gray[t], cur, lk, compensate,
                                   None if fg is None else fg[t - 1], None if fg is None else fg[t])
             ok &= (fb <= float(fb_threshold)) & gv[t, active] & safe(t, p1)
             active, cur = active[ok], p1[ok].astype(np.float32)

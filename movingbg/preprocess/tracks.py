@@ -81,7 +81,8 @@ def _block_disc(blocked: np.ndarray, x: int, y: int, radius: float) -> None:
     blocked[y0:y1, x0:x1] |= (xx - x) ** 2 + (yy - y) ** 2 < radius * radius
 
 
-def _gray(image: np.ndarray) -> np.ndarray:
+def to_gray(image: np.ndarray) -> np.ndarray:
+    """RGB (or already single-channel) uint8 image -> grey, as the trackers see it."""
     if image.ndim == 2:
         return image
     return cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
@@ -185,7 +186,7 @@ def sample_background_points(
     chosen: list[tuple[int, int]] = []
     if img is not None:
         corners = cv2.goodFeaturesToTrack(
-            _gray(img),
+            to_gray(img),
             maxCorners=num_points,
             qualityLevel=float(quality),
             minDistance=max(min_distance, 1.0),
@@ -370,7 +371,7 @@ def _snap_affine(A: np.ndarray, width: int, height: int, eps: float = 1e-3) -> n
     return A
 
 
-def _lk_step(
+def lk_step(
     prev: np.ndarray,
     nxt: np.ndarray,
     p0: np.ndarray,
@@ -552,12 +553,12 @@ def track_klt(
         maxLevel=levels,
         criteria=(cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 40, 0.003),
     )
-    gray = [_gray(f) for f in fr]
+    gray = [to_gray(f) for f in fr]
     for t in range(1, T):
         interrupted()
         points[t, :n] = points[t - 1, :n]  # hold (lost tracks keep their last position)
         if len(active):
-            p1, fb, ok = _lk_step(
+            p1, fb, ok = lk_step(
                 gray[t - 1],
                 gray[t],
                 cur,
