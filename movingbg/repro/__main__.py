@@ -4,7 +4,7 @@ Examples::
 
     python -m movingbg.repro runs/repro                      # the README's table (~1 h on 2 CPU cores)
     python -m movingbg.repro /tmp/quick --quick              # a few steps of everything (minutes)
-    python -m movingbg.repro runs/repro --ship demo_models/  # also copy the full model + VAE there
+    python -m movingbg.repro runs/repro --ship ComfyUI/models # also install the full model + VAE there
 
 Each stage's output is kept in WORKDIR; a rerun skips what is done (delete a folder to redo it).
 """
@@ -36,7 +36,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated subset of " + ", ".join(VARIANTS))
     ap.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                     help="override a ReproOptions field, e.g. --set train_steps=1200")
-    ap.add_argument("--ship", metavar="DIR", help="copy the full model's bundle and the VAE into DIR at the end")
+    ap.add_argument("--ship", metavar="MODELS_DIR",
+                    help="copy the full model's bundle into MODELS_DIR/movingbg/ and its VAE into MODELS_DIR/vae/ "
+                         "(a ComfyUI models folder, or movingbg/assets/models to replace the shipped model)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
     logging.getLogger("diffusers").setLevel(logging.ERROR)
@@ -64,13 +66,15 @@ def main(argv: Optional[list[str]] = None) -> int:
         dest = Path(args.ship)
         dest.mkdir(parents=True, exist_ok=True)
         wd = Path(args.workdir)
-        for src, name in ((wd / "runs" / "full" / "movingbg_mini.safetensors", "movingbg_mini.safetensors"),
-                          (wd / "runs" / "full" / "movingbg_mini.json", "movingbg_mini.json"),
-                          (wd / "vae.safetensors", "movingbg_mini_vae.safetensors")):
-            if src.is_file():
-                shutil.copyfile(src, dest / (name + ".tmp"))
-                (dest / (name + ".tmp")).replace(dest / name)
-                print(f"shipped {dest / name}")
+        run_dir = wd / "runs" / "full"
+        for src, target in ((run_dir / "movingbg_mini.safetensors", dest / "movingbg" / "movingbg_mini.safetensors"),
+                            (run_dir / "movingbg_mini.json", dest / "movingbg" / "movingbg_mini.json"),
+                            (wd / "vae.safetensors", dest / "vae" / "movingbg_mini_vae.safetensors")):
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = target.with_name(target.name + ".tmp")
+            shutil.copyfile(src, tmp)
+            tmp.replace(target)
+            print(f"shipped {target}")
     return 0
 
 

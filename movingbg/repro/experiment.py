@@ -302,7 +302,8 @@ def evaluate_variant(workdir: Path, o: ReproOptions, variant: str, bundle: Path,
 _COLUMNS = (("psnr", "PSNR dB ↑", "{:.2f}"), ("ssim", "SSIM ↑", "{:.3f}"), ("lpips", "LPIPS ↓", "{:.3f}"),
             ("background_motion", "BG motion EPE px ↓", "{:.2f}"),
             ("boundary_continuity", "seam ratio (→1)", "{:.2f}"),
-            ("color_shift_last", "colour shift, last frame ↓", "{:.2f}"), ("drift", "drift dE/frame (→0)", "{:+.3f}"))
+            ("color_shift_last", "colour shift, last frame ↓", "{:.2f}"),
+            ("drift", "drift dE/frame (→0)", "{:+.3f}"))
 
 
 def format_results(results: Mapping[str, Any]) -> str:

@@ -44,11 +44,12 @@ def test_quick_reproduction_runs_every_stage_and_resumes(tmp_path, capsys):
     for key in ("psnr", "ssim", "background_motion", "boundary_continuity", "drift"):
         assert full["mean"][key] is not None and np.isfinite(full["mean"][key]), key
     assert "lpips" in full["skipped"]  # offline: no weights, reported as skipped
-    shipped = sorted(p.name for p in (tmp_path / "ship").iterdir())
-    assert shipped == ["movingbg_mini.json", "movingbg_mini.safetensors", "movingbg_mini_vae.safetensors"]
+    shipped = sorted(str(p.relative_to(tmp_path / "ship")) for p in (tmp_path / "ship").rglob("*") if p.is_file())
+    assert shipped == ["movingbg/movingbg_mini.json", "movingbg/movingbg_mini.safetensors",
+                       "vae/movingbg_mini_vae.safetensors"]
     from movingbg.models.bundle import read_bundle_config
 
-    cfg = read_bundle_config(tmp_path / "ship" / "movingbg_mini.safetensors")
+    cfg = read_bundle_config(tmp_path / "ship" / "movingbg" / "movingbg_mini.safetensors")
     assert cfg.vae_scale_factor == pytest.approx(res["vae"]["vae_scale_factor"])
     # a rerun skips every finished stage (nothing is retrained: the bundles keep their timestamps)
     stamp = (wd / "runs" / "full" / "movingbg_mini.safetensors").stat().st_mtime_ns
