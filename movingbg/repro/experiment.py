@@ -10,7 +10,8 @@ resumes where it stopped):
 3. ``runs/<variant>/``: the full model and the paper's ablations, each trained with
    ``python -m movingbg.train`` from the same seed and for the same number of steps.
 4. ``eval/<variant>/``: every model generates every test clip (reference = its first frame, driving
-   = its ground-truth pose renders and background tracks) and is scored with :mod:`movingbg.eval`.
+   = its ground-truth pose renders and background tracks) and is scored with :mod:`movingbg.eval`;
+   the full model also with one input withheld at inference (:data:`TEST_TIME`).
 5. ``results.json`` + ``results.md``: the table (means over test clips).
 """
 
@@ -23,6 +24,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -34,7 +36,7 @@ from .world import TEST_SEED0, world_clip, write_videos
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["VARIANTS", "ReproOptions", "run", "train_vae_stage", "evaluate_variant", "format_results"]
+__all__ = ["VARIANTS", "TEST_TIME", "ReproOptions", "run", "train_vae_stage", "evaluate_variant", "format_results"]
 
 VARIANTS: Mapping[str, dict[str, Any]] = {
     "full": {},
@@ -46,9 +48,25 @@ VARIANTS: Mapping[str, dict[str, Any]] = {
 """The paper's Table 2: the full model and one part removed at a time. ``sliding_window`` is trained
 without condition concatenation and generates with overlapping windows and latent averaging."""
 
+TEST_TIME: Mapping[str, dict[str, Any]] = {
+    "tt_no_pose": {"fg_scale": 0.0},
+    "tt_no_tracks": {"bg_scale": 0.0},
+    "tt_no_reference": {"reference": False},
+    "tt_sliding_window": {"method": "sliding_window"},
+    "full_latent_handover": {"handover": "latent"},
+}
+"""Test-time ablations of the trained full model: one input withheld at inference (pose maps, track
+maps, the reference bank), the sliding-window sampler instead of the progressive one, or the latent
+handover between clips instead of decode -> encode (issue 4's drift question). Cheap (no training),
+they show which inputs the trained model actually uses; the paper's Table 2 retrains instead
+(:data:`VARIANTS`)."""
+
 _LABELS = {"full": "MovingBG (full)", "no_fg": "w/o foreground encoder", "no_bg": "w/o background encoder",
            "no_global": "w/o global features", "sliding_window": "w/o condition concat (sliding window)",
-           "full_latent_handover": "MovingBG, latent handover (no VAE round trip)"}
+           "full_latent_handover": "full model, latent handover (no VAE round trip)",
+           "tt_no_pose": "full model, pose maps withheld", "tt_no_tracks": "full model, track maps withheld",
+           "tt_no_reference": "full model, reference bank withheld",
+           "tt_sliding_window": "full model, sliding window instead of progressive"}
 
 
 @dataclass(frozen=True)
@@ -216,7 +234,8 @@ def _maps(a: np.ndarray) -> torch.Tensor:
 
 
 def generate_video(model, vae, inputs: Mapping[str, Any], o: ReproOptions, *, method: str = "progressive",
-                   use_pose: bool = True, use_tracks: bool = True, handover: str = "decode_encode") -> np.ndarray:
+                   use_pose: bool = True, use_tracks: bool = True, handover: str = "decode_encode",
+                   fg_scale: float = 1.0, bg_scale: float = 1.0) -> np.ndarray:
     """Generate the driving clip of ``inputs`` with ``model``; ``(T, H, W, 3)`` uint8."""
     from ..pipelines import GenerationOptions, SchedulerOptions, generate, sliding_window_generate
     from ..train.encoders import decode_latents, encode_latents
@@ -228,7 +247,7 @@ def generate_video(model, vae, inputs: Mapping[str, Any], o: ReproOptions, *, me
     ref_latent = encode_latents(vae, ref, scale)
     options = GenerationOptions(
         steps=o.sample_steps, cfg_scale=o.cfg_scale, seed=o.seed, clip_length=o.clip_length, cfg_mode="sequential",
-        handover=handover,
+        handover=handover, fg_scale=fg_scale, bg_scale=bg_scale,
         scheduler=SchedulerOptions(prediction_type=cfg.prediction_type, beta_schedule=cfg.beta_schedule,
                                    rescale_betas_zero_snr=cfg.prediction_type == "v_prediction"))
 
@@ -251,8 +270,21 @@ def generate_video(model, vae, inputs: Mapping[str, Any], o: ReproOptions, *, me
     return (video.permute(0, 2, 3, 1).numpy() * 255.0 + 0.5).clip(0, 255).astype(np.uint8)
 
 
+@contextmanager
+def _reference_withheld(model, withheld: bool):
+    """Generate without global features from a model that has them (test-time ablation)."""
+    ref = model.reference_unet
+    if withheld:
+        model.reference_unet = None
+    try:
+        yield model
+    finally:
+        model.reference_unet = ref
+
+
 def evaluate_variant(workdir: Path, o: ReproOptions, variant: str, bundle: Path, vae_path: Path, *,
-                     handover: str = "decode_encode") -> dict[str, Any]:
+                     method: Optional[str] = None, handover: str = "decode_encode", fg_scale: float = 1.0,
+                     bg_scale: float = 1.0, reference: bool = True) -> dict[str, Any]:
     from ..eval import evaluate
     from ..io.video import write_video
     from ..models.bundle import load_bundle
@@ -266,7 +298,7 @@ def evaluate_variant(workdir: Path, o: ReproOptions, variant: str, bundle: Path,
     torch.set_num_threads(o.threads)
     model = load_bundle(bundle, dtype=torch.float32).eval()
     vae = load_vae(vae_path)
-    method = "sliding_window" if variant == "sliding_window" else "progressive"
+    method = method or ("sliding_window" if variant == "sliding_window" else "progressive")
     per_clip = []
     metrics = ("psnr", "ssim", "lpips", "background_motion", "boundary_continuity", "drift")
     for k in range(o.test_videos):
@@ -274,7 +306,9 @@ def evaluate_variant(workdir: Path, o: ReproOptions, variant: str, bundle: Path,
         inp = driving_inputs(seed, o)
         clip = inp["clip"]
         t0 = time.perf_counter()
-        video = generate_video(model, vae, inp, o, method=method, handover=handover)
+        with _reference_withheld(model, not reference):
+            video = generate_video(model, vae, inp, o, method=method, handover=handover, fg_scale=fg_scale,
+                                   bg_scale=bg_scale)
         seconds = time.perf_counter() - t0
         write_video(out / f"clip{seed}.mp4", np.concatenate([clip.frames, video], axis=2), 12.0, crf=12)
         res = evaluate(video, reference=clip.frames[0], gt=clip.frames, guidance=inp["tracks"], alpha=clip.alpha,
@@ -290,7 +324,8 @@ def evaluate_variant(workdir: Path, o: ReproOptions, variant: str, bundle: Path,
         row["seed"], row["seconds"] = seed, seconds
         per_clip.append(row)
     keys = [k for k in per_clip[0] if k not in ("skipped", "seed")]
-    summary = {"variant": variant, "method": method, "handover": handover, "clips": per_clip,
+    summary = {"variant": variant, "method": method, "handover": handover, "fg_scale": fg_scale,
+               "bg_scale": bg_scale, "reference": reference, "clips": per_clip,
                "mean": {k: (float(np.mean([r[k] for r in per_clip])) if all(r[k] is not None for r in per_clip)
                             else None) for k in keys},
                "skipped": per_clip[0]["skipped"]}
@@ -343,10 +378,10 @@ def run(workdir: os.PathLike | str, options: ReproOptions = ReproOptions(),
     for variant in options.variants:
         say(f"evaluate: {variant}")
         variants[variant] = evaluate_variant(wd, options, variant, bundles[variant], vae)
-    if "full" in options.variants:  # issue 4: which handover between clips drifts less in colour
-        say("evaluate: full model with the latent handover")
-        variants["full_latent_handover"] = evaluate_variant(wd, options, "full_latent_handover", bundles["full"],
-                                                            vae, handover="latent")
+    if "full" in options.variants:
+        for name, kwargs in TEST_TIME.items():
+            say(f"evaluate: {_LABELS[name]}")
+            variants[name] = evaluate_variant(wd, options, name, bundles["full"], vae, **kwargs)
     results = {"options": asdict(options), "vae": vae_info, "variants": variants,
                "train_seconds": {v: json.loads((wd / "runs" / v / "train_time.json").read_text())["seconds"]
                                  if (wd / "runs" / v / "train_time.json").is_file() else None

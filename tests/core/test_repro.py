@@ -36,14 +36,20 @@ def test_quick_reproduction_runs_every_stage_and_resumes(tmp_path, capsys):
     table = capsys.readouterr().out
     assert "| MovingBG (full) |" in table and "sliding window" in table
     res = json.loads((wd / "results.json").read_text())
-    assert set(res["variants"]) == {"full", "sliding_window", "full_latent_handover"}
-    assert res["variants"]["full_latent_handover"]["handover"] == "latent"
+    from movingbg.repro.experiment import TEST_TIME
+
+    assert set(res["variants"]) == {"full", "sliding_window", *TEST_TIME}
+    tt = res["variants"]
+    assert tt["full_latent_handover"]["handover"] == "latent" and tt["tt_no_reference"]["reference"] is False
+    assert tt["tt_no_tracks"]["bg_scale"] == 0 and tt["tt_sliding_window"]["method"] == "sliding_window"
     assert res["variants"]["sliding_window"]["method"] == "sliding_window"
     full = res["variants"]["full"]
     assert full["method"] == "progressive" and len(full["clips"]) == QUICK["test_videos"]
     for key in ("psnr", "ssim", "background_motion", "boundary_continuity", "drift"):
         assert full["mean"][key] is not None and np.isfinite(full["mean"][key]), key
     assert "lpips" in full["skipped"]  # offline: no weights, reported as skipped
+    # withholding an input changes the output even of an untrained model (the inputs reach the network)
+    assert tt["tt_no_reference"]["mean"]["psnr"] != full["mean"]["psnr"]
     shipped = sorted(str(p.relative_to(tmp_path / "ship")) for p in (tmp_path / "ship").rglob("*") if p.is_file())
     assert shipped == ["movingbg/movingbg_mini.json", "movingbg/movingbg_mini.safetensors",
                        "vae/movingbg_mini_vae.safetensors"]
