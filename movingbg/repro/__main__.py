@@ -56,9 +56,9 @@ def main(argv: Optional[list[str]] = None) -> int:
         logger.error("error: %s", exc)
         return 2
     results = run(args.workdir, options)
-    print(format_results(results))
-    print(f"\nVAE: {results['vae']['psnr_test_db']:.2f} dB reconstruction PSNR on test frames; "
-          f"total {results['seconds'] / 60:.1f} min; details in {Path(args.workdir) / 'results.json'}")
+    sys.stdout.write(format_results(results) + "\n")
+    sys.stdout.write(f"\nVAE: {results['vae']['psnr_test_db']:.2f} dB reconstruction PSNR on test frames; "
+                     f"total {results['seconds'] / 60:.1f} min; details in {Path(args.workdir) / 'results.json'}\n")
     if args.ship:
         if "full" not in options.variants:
             logger.error("error: --ship needs the 'full' variant")
@@ -74,7 +74,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             tmp = target.with_name(target.name + ".tmp")
             shutil.copyfile(src, tmp)
             tmp.replace(target)
-            print(f"shipped {target}")
+            sys.stdout.write(f"shipped {target}\n")
     return 0
 
 

@@ -252,8 +252,8 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     res = train_taesd(frames, opts, on_step=log)
     save_taesd(res.vae, args.out)
-    print(f"wrote {args.out}: reconstruction PSNR {res.psnr:.2f} dB, latent std {res.latent_std:.4f} "
-          f"(use vae_scale_factor {1.0 / res.latent_std:.5f} in the MovingBG config)")
+    sys.stdout.write(f"wrote {args.out}: reconstruction PSNR {res.psnr:.2f} dB, latent std {res.latent_std:.4f} "
+                     f"(use vae_scale_factor {1.0 / res.latent_std:.5f} in the MovingBG config)\n")
     return 0
 
 
