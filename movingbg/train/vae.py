@@ -209,6 +209,8 @@ def _read_frames(paths: Sequence[str], limit: int) -> np.ndarray:
     out: list[np.ndarray] = []
     for p in paths:
         path = Path(p)
+        if not path.exists():
+            raise ValueError(f"inputs: {p} is no file or folder")
         files = sorted(f for f in path.rglob("*") if f.suffix.lower() in (".mp4", ".webm", ".mov", ".mkv", ".gif")) \
             if path.is_dir() else [path]
         for f in files:

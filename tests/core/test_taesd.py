@@ -79,3 +79,16 @@ def test_bad_training_input_is_named():
         train_taesd(np.zeros((2, 16, 16, 3), np.uint8), VAETrainOptions(crop=32))
     with pytest.raises(ValueError, match="multiple of 8"):
         VAETrainOptions(crop=12)
+
+
+def test_vae_training_command_writes_a_comfy_loadable_file(tmp_path, capsys):
+    from movingbg.io.video import write_video
+    from movingbg.train.encoders import load_vae
+    from movingbg.train.vae import main
+
+    write_video(tmp_path / "v" / "a.mp4", make_clip(seed=1, num_frames=3, width=32, height=32).frames, 8.0)
+    out = tmp_path / "vae.safetensors"
+    assert main([str(tmp_path / "v"), "--out", str(out), "--steps", "2", "--batch", "1", "--crop", "16"]) == 0
+    assert "vae_scale_factor" in capsys.readouterr().out
+    assert type(load_vae(out)).__name__ == "AutoencoderTiny"
+    assert main([str(tmp_path / "empty"), "--out", str(out)]) == 2
