@@ -1,9 +1,11 @@
-"""The README's main job: run MovingBG's shipped workflow in a real ComfyUI on a generated demo clip.
+"""The README's main job: run MovingBG's shipped workflows in a real ComfyUI on the demo clip.
 
-    python -m movingbg.demo                 # start a headless ComfyUI, run the workflow, save outputs
-    python -m movingbg.demo --inputs-only DIR   # only write the demo clip + pose JSON into DIR
+    python -m movingbg.demo                 # headless ComfyUI: motion extraction + generation, outputs saved
+    python -m movingbg.demo --inputs-only DIR   # only write the demo clip, pose JSON and reference into DIR
 
-Nothing is downloaded: the clip is synthetic (movingbg.synth) and ships its ground-truth pose.
+Nothing is downloaded: the driving clip comes from the synthetic world's test split (with its
+ground-truth pose) and generation uses the miniature model shipped in ``movingbg/assets`` (trained by
+``python -m movingbg.repro``). ``--bundle`` / ``--vae`` run your own model instead.
 """
 
 from __future__ import annotations
@@ -15,8 +17,10 @@ import sys
 import tempfile
 from pathlib import Path
 
+from .assets import DEMO_FRAMES, DEMO_SEED, DEMO_SIZE, MINI_BUNDLE, MINI_VAE
 from .io.video import write_video
 from .preprocess.pose_format import FramePose, PersonPose, to_pose_keypoint
+from .repro.world import camera_of
 from .synth.scene import make_clip
 
 logger = logging.getLogger(__name__)
@@ -27,11 +31,15 @@ DEMO_REFERENCE = "movingbg_demo_reference.png"
 WORKFLOWS = Path(__file__).resolve().parents[1] / "workflows" / "api"
 
 
-def write_demo_inputs(folder: Path, *, num_frames: int = 32, width: int = 256, height: int = 192,
-                      seed: int = 0, fps: float = 12.0) -> tuple[Path, Path]:
+def write_demo_inputs(folder: Path, *, num_frames: int = DEMO_FRAMES, width: int = DEMO_SIZE,
+                      height: int = DEMO_SIZE, seed: int = DEMO_SEED, fps: float = 12.0) -> tuple[Path, Path]:
     """Write the demo driving clip (mp4), its pose keypoints (POSE_KEYPOINT JSON) and a reference image
-    (the clip's first frame, PNG) into ``folder``; returns the video and pose paths."""
-    clip = make_clip(seed=seed, num_frames=num_frames, width=width, height=height, pan=(1.2, 0.4), zoom=0.004)
+    (the clip's first frame, PNG) into ``folder``; returns the video and pose paths.
+
+    The defaults give the files shipped in ``movingbg/assets/demo`` (a clip of the synthetic world's
+    test split at the miniature model's 64 x 64)."""
+    clip = make_clip(seed=seed, num_frames=num_frames, width=width, height=height,
+                     **camera_of(seed, min(width, height)))
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     video = write_video(folder / DEMO_VIDEO, clip.frames, fps, crf=10)
@@ -54,26 +62,35 @@ def _link(src: Path, dest: Path) -> None:
 
 
 def run_demo(out_dir: Path, comfyui: Path | None = None, *, bundle: Path | None = None, vae: Path | None = None,
-             num_frames: int = 32, width: int = 256, height: int = 192, steps: int = 8,
-             workdir: Path | None = None) -> list[Path]:
-    """Start ComfyUI headless, run the shipped demo workflows on generated inputs, download the outputs.
+             num_frames: int = DEMO_FRAMES, width: int = DEMO_SIZE, height: int = DEMO_SIZE,
+             steps: int | None = None, generate: bool = True, workdir: Path | None = None) -> list[Path]:
+    """Start ComfyUI headless, run the shipped demo workflows on the demo inputs, download the outputs.
 
-    Always runs ``movingbg_extract_motion_demo``; with ``bundle`` (a MovingBG bundle) and ``vae`` (its VAE)
-    also ``movingbg_generate_demo``.
+    Runs ``movingbg_extract_motion_demo`` and (``generate``) ``movingbg_generate_demo``: with the shipped
+    miniature model, or with ``bundle`` (a MovingBG bundle) and ``vae`` (its VAE) when given.
     """
     from .api import output_files
     from .host import ComfyServer
 
     workdir = Path(workdir or tempfile.mkdtemp(prefix="movingbg-demo-"))
     runs = [("movingbg_extract_motion_demo", {})]
-    if bundle and vae:
-        runs.append(("movingbg_generate_demo", {"12": {"steps": steps}}))
+    if generate:
+        if not (bundle and vae) and not (MINI_BUNDLE.is_file() and MINI_VAE.is_file()):
+            raise FileNotFoundError(f"the shipped miniature model is missing ({MINI_BUNDLE}, {MINI_VAE}); "
+                                    "restore it from git or pass --bundle and --vae")
+        sampler = {"steps": steps} if steps else {}
+        if bundle and vae:
+            runs.append(("movingbg_generate_demo", {"9": {"bundle": "movingbg_user.safetensors"},
+                                                    "8": {"vae_name": "movingbg_user_vae.safetensors"},
+                                                    "12": sampler}))
+        else:
+            runs.append(("movingbg_generate_demo", {"12": sampler}))
     files = []
     with ComfyServer(workdir, comfyui) as server:
         write_demo_inputs(server.input_dir, num_frames=num_frames, width=width, height=height)
         if bundle and vae:
-            _link(bundle, server.models_dir / "movingbg" / "movingbg_demo.safetensors")
-            _link(vae, server.models_dir / "vae" / "movingbg_demo_vae.safetensors")
+            _link(bundle, server.models_dir / "movingbg" / "movingbg_user.safetensors")
+            _link(vae, server.models_dir / "vae" / "movingbg_user_vae.safetensors")
         for workflow, overrides in runs:
             prompt = json.loads((WORKFLOWS / f"{workflow}.json").read_text())
             for node_id, inputs in overrides.items():
@@ -89,12 +106,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=Path("movingbg_demo_output"), help="where the outputs are saved")
     ap.add_argument("--comfyui", type=Path, default=None,
                     help="ComfyUI folder (default: $COMFYUI_PATH, the ComfyUI around this pack, or a pinned one)")
-    ap.add_argument("--bundle", type=Path, help="a MovingBG bundle (.safetensors): also run generation")
+    ap.add_argument("--bundle", type=Path, help="generate with this MovingBG bundle (.safetensors) instead of the "
+                                                 "shipped miniature model")
     ap.add_argument("--vae", type=Path, help="the VAE for --bundle (SD1.5 VAE for full-size bundles)")
-    ap.add_argument("--frames", type=int, default=32, help="demo clip length")
-    ap.add_argument("--width", type=int, default=256)
-    ap.add_argument("--height", type=int, default=192)
-    ap.add_argument("--steps", type=int, default=8, help="sampling steps per clip (generation)")
+    ap.add_argument("--no-generate", action="store_true", help="only run the motion-extraction workflow")
+    ap.add_argument("--frames", type=int, default=DEMO_FRAMES, help="demo clip length")
+    ap.add_argument("--width", type=int, default=DEMO_SIZE, help="demo clip width (the miniature model: 64)")
+    ap.add_argument("--height", type=int, default=DEMO_SIZE)
+    ap.add_argument("--steps", type=int, default=None, help="sampling steps per clip (default: the workflow's)")
     ap.add_argument("--inputs-only", type=Path, default=None, metavar="DIR", help="only write the demo inputs")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -104,15 +123,14 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if bool(args.bundle) != bool(args.vae):
         ap.error("--bundle and --vae go together")
-    files = run_demo(args.out, args.comfyui, bundle=args.bundle, vae=args.vae, num_frames=args.frames,
-                     width=args.width, height=args.height, steps=args.steps)
+    try:
+        files = run_demo(args.out, args.comfyui, bundle=args.bundle, vae=args.vae, num_frames=args.frames,
+                         width=args.width, height=args.height, steps=args.steps, generate=not args.no_generate)
+    except FileNotFoundError as exc:
+        logger.error("error: %s", exc)
+        return 2
     for f in files:
         logger.info("saved %s", f)
-    if not args.bundle:
-        logger.info("Motion extraction done. No MovingBG bundle was given, so nothing was generated: no trained "
-                    "MovingBG weights exist yet. Build a starting bundle from public weights "
-                    "(python -m movingbg.models.build --moore DIR --out movingbg.safetensors, see README) or train "
-                    "one, then run: python -m movingbg.demo --bundle movingbg.safetensors --vae sd15_vae.safetensors")
     return 0 if files else 1
 
 

@@ -5,7 +5,9 @@
 * ``models/vae/movingbg_mini_vae.safetensors``: its TAESD-shaped VAE, listed by the stock **Load VAE**
   node (the pack registers both folders with ComfyUI, after the user's own folders).
 * ``demo/``: a driving clip of the world's test split (never trained on), its ground-truth pose
-  (OpenPose JSON) and the reference image (the clip's first frame).
+  (OpenPose JSON) and the reference image (the clip's first frame) -- copy them into ComfyUI's
+  ``input/`` to run ``workflows/movingbg_generate_demo.json`` by hand (``python -m movingbg.demo``
+  does it for you). They are exactly what :func:`movingbg.demo.write_demo_inputs` writes.
 """
 
 from __future__ import annotations
@@ -21,10 +23,10 @@ MODEL_DIRS = {"movingbg": ASSETS / "models" / "movingbg", "vae": ASSETS / "model
 MINI_BUNDLE = MODEL_DIRS["movingbg"] / "movingbg_mini.safetensors"
 MINI_VAE = MODEL_DIRS["vae"] / "movingbg_mini_vae.safetensors"
 DEMO_DIR = ASSETS / "demo"
-DEMO_VIDEO = DEMO_DIR / "movingbg_mini_driving.mp4"
-DEMO_POSE = DEMO_DIR / "movingbg_mini_pose.json"
-DEMO_REFERENCE = DEMO_DIR / "movingbg_mini_reference.png"
-DEMO_SEED = 100_100
+DEMO_VIDEO = DEMO_DIR / "movingbg_demo_driving.mp4"
+DEMO_POSE = DEMO_DIR / "movingbg_demo_pose.json"
+DEMO_REFERENCE = DEMO_DIR / "movingbg_demo_reference.png"
+DEMO_SEED = 100_101
 """World seed of the demo clip (test split: not trained on)."""
 DEMO_FRAMES = 48
 DEMO_SIZE = 64

@@ -84,3 +84,14 @@ def test_demo_command_runs_extraction_and_generation(tmp_path):
     assert any(n.startswith("demo_generated") for n in names) and any(n.startswith("demo_tracks") for n in names)
     generated = next(out.glob("demo_generated*.mp4"))
     assert read_video(generated).frames.shape[:3] == (6, 64, 64)
+
+
+def test_readme_main_job_generates_with_the_shipped_model(tmp_path):
+    """``python -m movingbg.demo`` with no weights given: extraction + generation with movingbg/assets' model."""
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "movingbg.demo", "--out", str(out), "--frames", "10", "--steps", "2"]
+    res = subprocess.run(cmd, cwd=Path(__file__).resolve().parents[2], capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    generated = next(out.glob("demo_generated*.mp4"))
+    assert read_video(generated).frames.shape[:3] == (10, 64, 64)  # 10 frames from 2 clips of 8
+    assert any(p.name.startswith("demo_matte") for p in out.iterdir())
