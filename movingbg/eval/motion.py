@@ -34,17 +34,15 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-import cv2
 import numpy as np
 
-from ..preprocess.tracks import to_gray, lk_step
+from ..preprocess.tracks import lk_params, lk_step, person_masks, to_gray
 from ..types import Tracks
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["BackgroundMotionReport", "retrack_guidance", "measure_background_motion", "background_motion_error"]
 
-_PERSON = 0.5
 
 
 @dataclass(frozen=True, eq=False)
@@ -160,16 +158,7 @@ def retrack_guidance(
     gp, gv, scale = _scaled_guidance(guidance, W, H)
     N = gp.shape[1]
 
-    danger = fg = None
-    if a is not None:
-        ring = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3))
-        fg = np.stack([cv2.dilate((f > 0.02).astype(np.uint8), ring) for f in a]).astype(bool)
-        person = (a >= _PERSON).astype(np.uint8)
-        if margin > 0:
-            kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * margin + 1, 2 * margin + 1))
-            danger = np.stack([cv2.dilate(p, kernel) for p in person]).astype(bool)
-        else:
-            danger = person.astype(bool)
+    fg, danger = person_masks(a, margin) if a is not None else (None, None)
 
     def safe(t: int, p: np.ndarray) -> np.ndarray:
         if danger is None or len(p) == 0:
@@ -178,8 +167,7 @@ def retrack_guidance(
         yi = np.clip(np.rint(p[:, 1]), 0, H - 1).astype(np.int64)
         return ~danger[t, yi, xi]
 
-    lk = dict(winSize=(int(win_size), int(win_size)), maxLevel=int(levels),
-              criteria=(cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 40, 0.003))
+    lk = lk_params(win_size, levels)
     gray = [to_gray(f) for f in g]
     out = np.zeros((T, N, 2), dtype=np.float32)
     alive = np.zeros((T, N), dtype=bool)

@@ -371,6 +371,31 @@ def _snap_affine(A: np.ndarray, width: int, height: int, eps: float = 1e-3) -> n
     return A
 
 
+def person_masks(alpha: np.ndarray, margin: int) -> tuple[np.ndarray, np.ndarray]:
+    """Person masks of a ``(T, H, W)`` matte for the trackers.
+
+    Returns:
+        ``(coverage, danger)``, both ``(T, H, W)`` bool: ``coverage`` is any person coverage (soft
+        edges included) dilated by 1 px (the pixels :func:`lk_step` neutralises); ``danger`` is the
+        person (alpha >= 0.5) dilated by ``margin`` px (tracks there count as occluded).
+    """
+    ring = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3))
+    coverage = np.stack([cv2.dilate((f > 0.02).astype(np.uint8), ring) for f in alpha]).astype(bool)
+    person = (alpha >= _PERSON).astype(np.uint8)
+    if margin > 0:
+        kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * margin + 1, 2 * margin + 1))
+        danger = np.stack([cv2.dilate(p, kernel) for p in person]).astype(bool)
+    else:
+        danger = person.astype(bool)
+    return coverage, danger
+
+
+def lk_params(win_size: int, levels: int) -> dict:
+    """OpenCV pyramidal Lucas-Kanade settings shared by the tracker and the motion metric."""
+    return dict(winSize=(int(win_size), int(win_size)), maxLevel=int(levels),
+                criteria=(cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 40, 0.003))
+
+
 def lk_step(
     prev: np.ndarray,
     nxt: np.ndarray,
@@ -498,17 +523,7 @@ def track_klt(
         if check_interrupt is not None and check_interrupt():
             raise InterruptedError("track_klt was interrupted")
 
-    danger = None  # (T, H, W) bool: person dilated by the occlusion margin
-    fg = None  # (T, H, W) bool: any person coverage (soft edges included), dilated by 1 px
-    if a is not None:
-        ring = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3))
-        fg = np.stack([cv2.dilate((f > 0.02).astype(np.uint8), ring) for f in a]).astype(bool)
-        person = (a >= _PERSON).astype(np.uint8)
-        if margin > 0:
-            kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * margin + 1, 2 * margin + 1))
-            danger = np.stack([cv2.dilate(p, kernel) for p in person]).astype(bool)
-        else:
-            danger = person.astype(bool)
+    fg, danger = person_masks(a, margin) if a is not None else (None, None)
 
     def seed_points(t: int, count: int, existing: Optional[np.ndarray]) -> np.ndarray:
         return sample_background_points(
@@ -548,11 +563,7 @@ def track_klt(
     if on_frame is not None:
         on_frame(1, T)
 
-    lk = dict(
-        winSize=(win_size, win_size),
-        maxLevel=levels,
-        criteria=(cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 40, 0.003),
-    )
+    lk = lk_params(win_size, levels)
     gray = [to_gray(f) for f in fr]
     for t in range(1, T):
         interrupted()
