@@ -133,18 +133,22 @@ def _to_tensor(frames: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
 
 
+def _chunks(frames: np.ndarray, chunk: int):
+    for i in range(0, len(frames), chunk):
+        yield _to_tensor(frames[i:i + chunk])
+
+
 @torch.no_grad()
 def latent_std(vae, frames: np.ndarray, chunk: int = 32) -> float:
     """Standard deviation of ``vae``'s latents over ``frames`` ``(N, H, W, 3)`` uint8."""
-    zs = [vae.encode(_to_tensor(frames[i:i + chunk])).latents for i in range(0, len(frames), chunk)]
+    zs = [vae.encode(x).latents for x in _chunks(frames, chunk)]
     return float(torch.cat(zs).float().std())
 
 
 @torch.no_grad()
 def _psnr(vae, frames: np.ndarray, chunk: int = 32) -> float:
     mse = []
-    for i in range(0, len(frames), chunk):
-        x = _to_tensor(frames[i:i + chunk])
+    for x in _chunks(frames, chunk):
         y = vae.decode(vae.encode(x).latents).sample.clamp(-1, 1)
         mse.append(((y - x) / 2).pow(2).mean(dim=(1, 2, 3)))
     m = float(torch.cat(mse).mean())
