@@ -166,7 +166,8 @@ class MovingBGEncodeReference:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "vae": ("VAE", {"tooltip": "The SD1.5 VAE (stock Load VAE / checkpoint loader)."}),
+            "vae": ("VAE", {"tooltip": "The VAE the bundle was trained with (stock Load VAE / checkpoint "
+                                       "loader): SD1.5's, or movingbg_mini_vae for the shipped miniature model."}),
             "image": ("IMAGE", {"tooltip": "Reference image of the person (first image used); same size as the "
                                            "driving frames, multiple of 8."}),
         }, "optional": {
