@@ -49,7 +49,11 @@ def main(argv: Optional[list[str]] = None) -> int:
             name, _, text = pair.partition("=")
             if name not in fields or not text:
                 raise ValueError(f"--set {pair!r}: expected FIELD=VALUE with FIELD one of {sorted(fields)}")
-            values[name] = type(getattr(ReproOptions(), name))(text)
+            default = getattr(ReproOptions(), name)
+            if isinstance(default, tuple):  # e.g. --set encoder_channels=8,16,32,64
+                values[name] = tuple(type(default[0])(v) for v in text.split(",") if v)
+            else:
+                values[name] = type(default)(text)
         values["variants"] = tuple(v for v in args.variants.split(",") if v)
         options = ReproOptions(**values)
     except ValueError as exc:

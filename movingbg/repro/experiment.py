@@ -81,7 +81,11 @@ class ReproOptions:
         clip_length: training clip and generation clip length (the sliding window uses it too, with
             ``overlap`` frames of overlap).
         vae_steps, vae_batch, vae_crop: VAE training.
-        train_steps, batch_size, learning_rate: each model's training.
+        train_steps, batch_size, learning_rate, ema_decay: each model's training.
+        encoder_channels: widths of the pose and track encoders (the SD1.5 model's are 16/32/96/256;
+            at 64 x 64 those took half of a CPU training step).
+        init: a MovingBG bundle the full model starts from (fine-tuning; its config is the model's),
+            "" = random initialisation.
         sample_steps, cfg_scale: generation.
         num_tracks: guidance tracks per test clip.
         threads: torch threads in all; parallel: models trained at the same time (each with
@@ -100,9 +104,12 @@ class ReproOptions:
     vae_steps: int = 300
     vae_batch: int = 8
     vae_crop: int = 32
-    train_steps: int = 600
-    batch_size: int = 2
-    learning_rate: float = 3e-4
+    train_steps: int = 3000
+    batch_size: int = 4
+    learning_rate: float = 5e-4
+    encoder_channels: tuple[int, ...] = (8, 16, 32, 64)
+    ema_decay: float = 0.998
+    init: str = ""
     sample_steps: int = 20
     cfg_scale: float = 1.0
     num_tracks: int = 40
@@ -172,7 +179,8 @@ def model_config(o: ReproOptions, variant: str, vae_scale_factor: float):
     from ..models.config import MovingBGConfig
 
     return MovingBGConfig.tiny(prediction_type="v_prediction", beta_schedule="linear",
-                               vae_scale_factor=float(vae_scale_factor), **VARIANTS[variant])
+                               vae_scale_factor=float(vae_scale_factor), encoder_channels=o.encoder_channels,
+                               **VARIANTS[variant])
 
 
 def train_stage(workdir: Path, o: ReproOptions, variant: str, vae: Path, vae_scale_factor: float) -> Path:
@@ -188,11 +196,14 @@ def train_stage(workdir: Path, o: ReproOptions, variant: str, vae: Path, vae_sca
         "learning_rate": o.learning_rate, "lr_warmup_steps": min(50, o.train_steps // 4),
         "batch_size": o.batch_size, "max_steps": o.train_steps, "weight_decay": 0.0,
         "blank_condition_prob": 0.1, "drop_joint_prob": 0.1, "seed": o.seed,
-        "checkpoint_every": max(50, o.train_steps // 4), "keep_last": 1, "resume": "auto",
+        "checkpoint_every": max(50, min(250, o.train_steps // 4)), "keep_last": 1, "resume": "auto",
         "log_every": max(1, o.train_steps // 20), "progress": False, "num_workers": 1,
         "torch_threads": max(1, o.threads // max(1, o.parallel)), "export_name": bundle.name,
-        "export_dtype": "fp16",
+        "export_dtype": "fp16", "cache_latents": True, "ema_decay": o.ema_decay,
     }
+    if o.init and variant == "full":
+        cfg.update(init="bundle", init_path=str(Path(o.init).resolve()))
+        del cfg["model"]
     cfg_path = out / "train.json"
     _json_write(cfg_path, cfg)
     env = dict(os.environ, OMP_NUM_THREADS=str(cfg["torch_threads"]))

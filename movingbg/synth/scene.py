@@ -221,14 +221,19 @@ def _figure_params(rng: np.random.Generator) -> _FigureParams:
     )
 
 
-def _figure_keypoints(t: int, num_frames: int, width: int, height: int, unit: float, fp: _FigureParams) -> np.ndarray:
+def _figure_keypoints(t: int, num_frames: int, width: int, height: int, unit: float, fp: _FigureParams,
+                      sway: float = 0.0, sway_period: float = 24.0) -> np.ndarray:
     """``(18, 2)`` float64 keypoints of the figure at frame ``t`` (OpenPose-18 order)."""
     u = t / (num_frames - 1) if num_frames > 1 else 0.0
     w = 2.0 * math.pi / fp.period
     swing = math.sin(w * t + fp.phase)
+    if sway > 0:  # back and forth across the frame
+        x = 0.5 + fp.direction * sway * math.sin(2.0 * math.pi * t / sway_period + fp.phase)
+    else:  # one walk across 40 % of the frame over the clip
+        x = 0.5 + fp.direction * 0.2 * (2.0 * u - 1.0)
     neck = np.array(
         [
-            width * (0.5 + fp.direction * 0.2 * (2.0 * u - 1.0)),
+            width * x,
             height / 2.0 - 0.275 * unit + 0.015 * height * math.sin(2.0 * w * t + fp.phase),
         ]
     )
@@ -325,6 +330,8 @@ def make_clip(
     figure: bool = True,
     *,
     figure_height: float = 0.7,
+    sway: float = 0.0,
+    sway_period: float = 24.0,
 ) -> SynthClip:
     """Generate a deterministic synthetic clip.
 
@@ -343,6 +350,10 @@ def make_clip(
             clockwise on screen).
         figure: draw the foreground figure (else ``alpha`` is all zeros and ``keypoints`` all 0).
         figure_height: figure height (head top to feet) as a fraction of ``height``, in (0, 1.5].
+        sway: 0 = the figure walks once across 40 % of the frame over the clip (however long); > 0 =
+            it walks back and forth, ``x = W (0.5 +- sway sin(2 pi t / sway_period + phase))``, so its
+            speed in px/frame does not depend on the clip length (fraction of the width, < 0.5).
+        sway_period: frames per back-and-forth (``sway > 0``), >= 2.
 
     Returns:
         :class:`SynthClip`.
@@ -359,6 +370,10 @@ def make_clip(
         raise ValueError(f"rotation_deg must be finite, got {rotation_deg}")
     if not 0.0 < float(figure_height) <= 1.5:
         raise ValueError(f"figure_height must be in (0, 1.5] (fraction of the frame height), got {figure_height}")
+    if not (math.isfinite(float(sway)) and 0.0 <= float(sway) < 0.5):
+        raise ValueError(f"sway must be in [0, 0.5) (fraction of the frame width), got {sway}")
+    if not (math.isfinite(float(sway_period)) and float(sway_period) >= 2.0):
+        raise ValueError(f"sway_period must be >= 2 frames, got {sway_period}")
     T, W, H = int(num_frames), int(width), int(height)
     pan_f = (float(pan[0]), float(pan[1]))
     rng = np.random.default_rng(int(seed))
@@ -393,7 +408,7 @@ def make_clip(
         if not figure:
             frames[t] = bg
             continue
-        kp = _figure_keypoints(t, T, W, H, unit, fp)
+        kp = _figure_keypoints(t, T, W, H, unit, fp, float(sway), float(sway_period))
         colour, a = _render_figure(kp, H, W, unit, fp)
         comp = bg.astype(np.float32) * (1.0 - a)[..., None] + colour
         frames[t] = np.clip(np.rint(comp), 0, 255).astype(np.uint8)

@@ -39,6 +39,7 @@ from .checkpoint import (EMA, clean_partial, latest_checkpoint, load_ema, read_t
 from .config import TrainConfig
 from .data import ClipDataset, DataOptions, StreamSampler, to_model_inputs, worker_init
 from .encoders import encode_latents, load_clip_encoder, load_vae
+from .latents import LatentCache
 
 logger = logging.getLogger(__name__)
 
@@ -198,6 +199,8 @@ class Trainer:
         self._load_encoders()
         self.noise_scheduler = self._make_noise_scheduler()
         self.dataset = ClipDataset(config.data_dir, DataOptions.from_config(config))
+        self.latent_cache = (LatentCache(self.vae, self.dataset, float(self.model_config.vae_scale_factor),
+                                         config.vae_chunk) if config.cache_latents else None)
         optimizer = torch.optim.AdamW(
             [p for _, p in self.trainable], lr=config.learning_rate, betas=(config.adam_beta1, config.adam_beta2),
             eps=config.adam_epsilon, weight_decay=config.weight_decay, foreach=True)
@@ -289,11 +292,15 @@ class Trainer:
         inp = to_model_inputs(batch, self.device)
         pixels = inp["pixels"]
         b, f, _, h, w = pixels.shape
-        vae_f, vae_r, noise, t = self._draws(inp["index"].tolist(), f, (h // 8, w // 8))
-        scale, chunk = float(self.model_config.vae_scale_factor), self.config.vae_chunk
-        latents = encode_latents(self.vae, pixels.flatten(0, 1), scale, vae_f, chunk)
+        indices = inp["index"].tolist()
+        vae_f, vae_r, noise, t = self._draws(indices, f, (h // 8, w // 8))
+        if self.latent_cache is not None:
+            latents, ref_latent = self._cached_latents(indices, vae_f, vae_r)
+        else:
+            scale, chunk = float(self.model_config.vae_scale_factor), self.config.vae_chunk
+            latents = encode_latents(self.vae, pixels.flatten(0, 1), scale, vae_f, chunk)
+            ref_latent = encode_latents(self.vae, inp["reference"], scale, vae_r, chunk)
         latents = latents.view(b, f, *latents.shape[1:]).permute(0, 2, 1, 3, 4)  # (B, 4, F, h, w)
-        ref_latent = encode_latents(self.vae, inp["reference"], scale, vae_r, chunk)
         clip = self.clip(inp["reference"]) if self.clip is not None else None
         noisy = self.noise_scheduler.add_noise(latents, noise, t)
         if self.model_config.prediction_type == "v_prediction":
@@ -304,6 +311,19 @@ class Trainer:
                            cond_latent=latents[:, :, 0], cond_keep=~inp["blank"], pose_maps=inp["pose"],
                            track_maps=inp["tracks"], use_bank=~inp["drop_reference"])
         return F.mse_loss(pred.float(), target.float())
+
+    def _cached_latents(self, indices: Sequence[int], vae_f: torch.Tensor,
+                        vae_r: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(B * F, C, h, w)`` clip latents and ``(B, C, h, w)`` reference latents of the samples from the
+        latent cache (the frames :meth:`ClipDataset.choose` picks for each index, posterior sampled with
+        the same noise as the uncached path)."""
+        cache, frames, refs = self.latent_cache, [], []
+        f = vae_f.shape[0] // len(indices)
+        for j, index in enumerate(indices):
+            choice, _ = self.dataset.choose(int(index))
+            frames.append(cache.latents(choice.video, choice.frames, vae_f[j * f:(j + 1) * f]))
+            refs.append(cache.latents(choice.video, [choice.reference], vae_r[j:j + 1]))
+        return torch.cat(frames).to(self.device), torch.cat(refs).to(self.device)
 
     def learning_rate(self, step: int) -> float:
         """Learning rate of optimizer step ``step`` (0-based): linear warm-up, then constant."""

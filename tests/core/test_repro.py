@@ -20,6 +20,19 @@ def test_world_splits_are_deterministic_and_varied():
     assert not np.array_equal(world_clip(0, 2, 64).frames, world_clip(TEST_SEED0, 2, 64).frames)
 
 
+def test_world_motion_is_large_within_a_training_clip():
+    """What the model must learn to follow is bigger than a latent cell (8 px) within an 8-frame clip: the
+    figure's matte centroid moves 8+ px on average, and the background under camera motion is not static."""
+    moves, bg = [], []
+    for seed in range(12):
+        clip = world_clip(seed, 8, 64)
+        cx = [(a * np.arange(64)[None]).sum() / a.sum() for a in clip.alpha]
+        moves.append(abs(cx[-1] - cx[0]))
+        corners = np.array([[0.0, 0.0, 1.0], [63.0, 63.0, 1.0]])
+        bg.append(np.abs(corners @ clip.bg_transforms[-1].T - corners[:, :2]).max())
+    assert np.mean(moves) > 8 and min(bg) > 0.5, (np.round(moves, 1), np.round(bg, 1))
+
+
 def test_options_are_checked():
     with pytest.raises(ValueError, match="variants"):
         ReproOptions(variants=("full", "nonsense"))

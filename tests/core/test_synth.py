@@ -136,11 +136,32 @@ def test_single_frame():
         ({"zoom": -1.0}, "zoom"),
         ({"rotation_deg": float("nan")}, "rotation_deg"),
         ({"figure_height": 0.0}, "figure_height"),
+        ({"sway": 0.5}, "sway"),
+        ({"sway": -0.1}, "sway"),
+        ({"sway": 0.2, "sway_period": 1.0}, "sway_period"),
     ],
 )
 def test_invalid_arguments(kwargs, name):
     with pytest.raises(ValueError, match=name):
         make_clip(**kwargs)
+
+
+def _neck_x(clip):
+    return clip.keypoints[:, 1, 0]
+
+
+def test_sway_speed_does_not_depend_on_the_clip_length():
+    """sway > 0: the figure goes back and forth at a speed set in px/frame (the first frames of a short and
+    a long clip coincide); sway = 0: one walk over the clip, so a longer clip moves slower per frame."""
+    short = make_clip(seed=5, num_frames=8, width=64, height=64, sway=0.25, sway_period=20)
+    long = make_clip(seed=5, num_frames=40, width=64, height=64, sway=0.25, sway_period=20)
+    np.testing.assert_allclose(_neck_x(short), _neck_x(long)[:8])
+    x = _neck_x(long)
+    assert x.max() - x.min() > 0.4 * 64 and 0 <= x.min() and x.max() <= 63  # crosses half the frame, stays in it
+    assert np.abs(np.diff(x[:21])).max() <= 0.25 * 64 * 2 * np.pi / 20 + 1e-3  # speed bound of the sine
+    walk8 = _neck_x(make_clip(seed=5, num_frames=8, width=64, height=64))
+    walk40 = _neck_x(make_clip(seed=5, num_frames=40, width=64, height=64))
+    assert abs(walk8[-1] - walk8[0]) == pytest.approx(abs(walk40[-1] - walk40[0]), rel=1e-5)
 
 
 def test_fast_enough():

@@ -330,6 +330,32 @@ def test_gradient_accumulation_equals_the_bigger_batch(ws, tmp_path):
     assert moved > 1e-5 and differ < 1e-3 * moved, (moved, differ)
 
 
+def test_cached_latents_give_the_same_losses(ws, tmp_path):
+    """cache_latents: posterior mean/std stored once per video, sampled with each sample's own noise ->
+    the losses of the uncached run; one encoding per video, not per step."""
+    from torch.utils.data import default_collate
+
+    plain = trainer_for(ws, tmp_path / "plain", batch_size=2)
+    cached = trainer_for(ws, tmp_path / "cached", batch_size=2, cache_latents=True)
+    cached.net.load_state_dict(plain.net.state_dict())
+    assert cached.latent_cache is not None and plain.latent_cache is None
+    for start in (0, 2, 4):
+        batch = default_collate([plain.dataset[start], plain.dataset[start + 1]])
+        with torch.no_grad():
+            a, b = plain.compute_loss(batch).item(), cached.compute_loss(batch).item()
+        assert b == pytest.approx(a, rel=1e-4, abs=1e-6), start
+    assert 1 <= len(cached.latent_cache) <= len(cached.dataset.videos)
+    # the posterior is SAMPLED (std > 0), not replaced by its mean
+    mean, std = cached.latent_cache.video(0)
+    assert std is not None and float(std.min()) > 0
+    assert not torch.equal(cached.latent_cache.latents(0, [0, 1], torch.randn(2, *mean.shape[1:])), mean[:2])
+
+
+def test_cache_latents_must_be_a_bool(ws, tmp_path):
+    with pytest.raises(ValueError, match="cache_latents must be true or false"):
+        make_config(ws, tmp_path / "out", cache_latents="yes")
+
+
 def test_freeze_patterns(ws, tmp_path):
     from torch.utils.data import default_collate
 
