@@ -10,12 +10,13 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import tempfile
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Optional, Sequence
+
+from .io.atomic import temp_beside
 
 logger = logging.getLogger(__name__)
 
@@ -83,11 +84,10 @@ def download(url: str, dest: os.PathLike | str, sha256: Optional[str], progress:
     if not (sha256 or md5):
         raise ValueError("download() needs an expected sha256 or md5")
     dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=dest.name + ".", suffix=".part", dir=dest.parent)
+    tmp = temp_beside(dest, dest.name + ".", ".part")
     h, h_md5 = hashlib.sha256(), hashlib.md5()
     try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as resp:
+        with open(tmp, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as resp:
             total = resp.headers.get("Content-Length")
             total = int(total) if total and total.isdigit() else None
             done = 0

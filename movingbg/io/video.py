@@ -8,12 +8,13 @@ from __future__ import annotations
 import logging
 import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
 import numpy as np
+
+from .atomic import temp_beside
 
 logger = logging.getLogger(__name__)
 
@@ -176,9 +177,7 @@ def write_video(path: os.PathLike | str, frames: np.ndarray, fps: float, *, code
     if fps <= 0:
         raise ValueError(f"fps must be > 0, got {fps}")
     dest = Path(path)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=dest.suffix, dir=dest.parent)
-    os.close(fd)
+    tmp = temp_beside(dest, ".tmp-", dest.suffix)
     from fractions import Fraction
 
     try:

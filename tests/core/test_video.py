@@ -22,6 +22,7 @@ def test_write_then_read_round_trip(tmp_path, ext, codec, tol):
     assert np.abs(v.frames.astype(int) - f).mean() < tol
     assert v.fps == pytest.approx(12.0, rel=0.05) and v.source_frame_count == 10
     assert not list(tmp_path.glob(".tmp-*"))
+    assert path.stat().st_mode & 0o777 == 0o644  # readable like any saved file, not mkstemp's 0600
 
 
 def test_options_start_every_nth_cap_and_resize(tmp_path):

@@ -29,6 +29,7 @@ def test_download_verifies_hash_and_reports_progress(http_dir, tmp_path):
     seen = []
     path = ensure_weight(spec, [tmp_path / "user"], tmp_path / "dl", progress=lambda d, t: seen.append((d, t)))
     assert path.read_bytes() == payload
+    assert path.stat().st_mode & 0o777 == 0o644
     assert seen[-1] == (len(payload), len(payload))
     # found locally the second time: no download
     assert ensure_weight(spec, [tmp_path / "dl"], tmp_path / "other", allow_download=False) == path
