@@ -52,6 +52,10 @@ def main(argv: Optional[list[str]] = None) -> int:
             default = getattr(ReproOptions(), name)
             if isinstance(default, tuple):  # e.g. --set encoder_channels=8,16,32,64
                 values[name] = tuple(type(default[0])(v) for v in text.split(",") if v)
+            elif isinstance(default, bool):
+                if text.lower() not in ("true", "false", "1", "0"):
+                    raise ValueError(f"--set {pair!r}: {name} is true or false")
+                values[name] = text.lower() in ("true", "1")
             else:
                 values[name] = type(default)(text)
         values["variants"] = tuple(v for v in args.variants.split(",") if v)

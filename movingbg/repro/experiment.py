@@ -91,7 +91,8 @@ class ReproOptions:
         threads: torch threads in all; parallel: models trained at the same time (each with
             ``threads // parallel`` threads: on a small CPU two 1-thread trainings do ~45 % more work
             than one 2-thread training); seed: everything.
-        variants: which rows to run.
+        variants: which rows to run; test_time: also the test-time ablations of the full model
+            (:data:`TEST_TIME`).
     """
 
     size: int = 64
@@ -117,6 +118,7 @@ class ReproOptions:
     parallel: int = 2
     seed: int = 0
     variants: tuple[str, ...] = tuple(VARIANTS)
+    test_time: bool = True
 
     def __post_init__(self) -> None:
         unknown = [v for v in self.variants if v not in VARIANTS]
@@ -389,7 +391,7 @@ def run(workdir: os.PathLike | str, options: ReproOptions = ReproOptions(),
     for variant in options.variants:
         say(f"evaluate: {variant}")
         variants[variant] = evaluate_variant(wd, options, variant, bundles[variant], vae)
-    if "full" in options.variants:
+    if "full" in options.variants and options.test_time:
         for name, kwargs in TEST_TIME.items():
             say(f"evaluate: {_LABELS[name]}")
             variants[name] = evaluate_variant(wd, options, name, bundles["full"], vae, **kwargs)
