@@ -4,7 +4,8 @@ Builds a small prepared cache of synthetic clips (``python -m movingbg.prepare``
 and a tiny VAE in a temporary folder, then runs ``python -m movingbg.train`` as real processes:
 
   * 1 process, 1 thread;  * 1 process, all cores;  * 2 processes (``torchrun``, gloo DDP on the CPU,
-    or NCCL with ``--device cuda``), cores shared.
+    or NCCL with ``--device cuda``), cores shared;  * 1 process, all cores, ``cache_latents`` on (each
+    frame VAE-encoded once instead of at every step; the ratio to the uncached run is printed).
 
 Figures come from the trainer's own log (steps after the first): global samples per second and the
 share of step time spent waiting for the data loader (must stay under 10 % at this size). The raw
@@ -57,11 +58,12 @@ def build_workspace(root: Path, size: int, videos: int, frames: int) -> dict[str
     return {"data": root / "cache", "vae": root / "vae"}
 
 
-def run_case(ws: dict[str, Path], out: Path, args, procs: int, threads: int) -> dict:
+def run_case(ws: dict[str, Path], out: Path, args, procs: int, threads: int, cache: bool = False) -> dict:
     cfg = {"data_dir": str(ws["data"]), "output_dir": str(out), "vae": str(ws["vae"]), "model": "tiny",
            "clip_length": args.frames, "width": args.size, "height": args.size, "max_steps": args.steps,
            "checkpoint_every": 10 ** 6, "num_workers": args.workers, "torch_threads": threads, "progress": False,
-           "log_every": args.steps, "learning_rate": 1e-4, "batch_size": args.batch, "resume": "none"}
+           "log_every": args.steps, "learning_rate": 1e-4, "batch_size": args.batch, "resume": "none",
+           "cache_latents": cache}
     path = out.with_suffix(".json")
     path.write_text(json.dumps(cfg))
     launcher = [sys.executable] if procs == 1 else [sys.executable, "-m", "torch.distributed.run", "--standalone",
@@ -75,7 +77,8 @@ def run_case(ws: dict[str, Path], out: Path, args, procs: int, threads: int) -> 
     if proc.returncode != 0 or not found:
         raise RuntimeError(f"training failed ({proc.returncode}):\n{(proc.stdout + proc.stderr)[-3000:]}")
     _step, _total, sps, data = found[-1]
-    return {"procs": procs, "threads": threads, "samples_per_s": float(sps), "data_pct": float(data), "wall_s": wall}
+    return {"procs": procs, "threads": threads, "cache": cache, "samples_per_s": float(sps), "data_pct": float(data),
+            "wall_s": wall}
 
 
 def data_speed(ws: dict[str, Path], args) -> float:
@@ -104,16 +107,21 @@ def main() -> int:
         root = Path(tmp)
         ws = build_workspace(root, args.size, args.videos, max(24, 2 * args.frames))
         items = data_speed(ws, args)
-        cases = [(1, 1), (1, cores), (2, max(1, cores // 2))]
-        rows = [run_case(ws, root / f"run{i}", args, p, t) for i, (p, t) in enumerate(dict.fromkeys(cases))]
+        cases = [(1, 1, False), (1, cores, False), (2, max(1, cores // 2), False), (1, cores, True)]
+        rows = [run_case(ws, root / f"run{i}", args, p, t, c) for i, (p, t, c) in enumerate(dict.fromkeys(cases))]
     print(f"\nMovingBG training, tiny config, {args.size}x{args.size}, {args.frames}-frame clips, "
           f"batch {args.batch}/process, {args.workers} loader worker(s)/process, {args.steps} steps, "
           f"{cores} CPU cores (torch {_torch_version()})")
     print(f"data pipeline alone: {items:.1f} samples/s in one process (decode + crop + pose/track renders)\n")
-    print(f"{'processes':>9} {'threads/proc':>12} {'samples/s':>10} {'data wait % of step':>20} {'wall s':>7}")
+    print(f"{'processes':>9} {'threads/proc':>12} {'latents':>8} {'samples/s':>10} {'data wait % of step':>20} "
+          f"{'wall s':>7}")
     for r in rows:
-        print(f"{r['procs']:>9} {r['threads']:>12} {r['samples_per_s']:>10.2f} {r['data_pct']:>20.1f} "
-              f"{r['wall_s']:>7.1f}")
+        print(f"{r['procs']:>9} {r['threads']:>12} {'cached' if r['cache'] else 'encoded':>8} "
+              f"{r['samples_per_s']:>10.2f} {r['data_pct']:>20.1f} {r['wall_s']:>7.1f}")
+    plain = next(r for r in rows if r["procs"] == 1 and r["threads"] == cores and not r["cache"])
+    cached = next(r for r in rows if r["cache"])
+    print(f"\ncache_latents: {cached['samples_per_s'] / plain['samples_per_s']:.2f}x the samples/s of encoding "
+          f"every step (1 process, {cores} threads)")
     worst = max(r["data_pct"] for r in rows)
     print(f"\ndata-loading share: max {worst:.1f}% ({'OK, < 10%' if worst < 10 else 'ABOVE the 10% budget'})")
     return 0 if worst < 10 else 1
