@@ -14,6 +14,7 @@ speed of the data pipeline alone (``ClipDataset`` items per second in one proces
 Usage:
     python benchmarks/bench_train.py                 # 64 x 64, 8-frame clips, 12 steps per case
     python benchmarks/bench_train.py --size 128 --frames 16 --steps 20 --workers 2
+    python benchmarks/bench_train.py --vae taesd --batch 4     # the miniature reproduction's setting
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 LAST = re.compile(r"step (\d+)/(\d+) loss \S+ lr \S+ \(([0-9.]+) samples/s, data ([0-9.]+)% of step time\)")
 
 
-def build_workspace(root: Path, size: int, videos: int, frames: int) -> dict[str, Path]:
+def build_workspace(root: Path, size: int, videos: int, frames: int, vae_kind: str = "kl") -> dict[str, Path]:
     import torch
     from diffusers import AutoencoderKL
 
@@ -51,6 +52,11 @@ def build_workspace(root: Path, size: int, videos: int, frames: int) -> dict[str
     prepare_folder(root / "videos", root / "cache", PrepareOptions(width=size, height=size, pose="none"),
                    workers=2, progress=False)
     torch.manual_seed(0)
+    if vae_kind == "taesd":  # the miniature model's VAE shape (2.4 M parameters, 64 channels at full size)
+        from movingbg.models.vae import build_taesd, save_taesd
+
+        save_taesd(build_taesd(), root / "vae.safetensors")
+        return {"data": root / "cache", "vae": root / "vae.safetensors"}
     vae = AutoencoderKL(block_out_channels=(8, 16, 16, 16), down_block_types=("DownEncoderBlock2D",) * 4,
                         up_block_types=("UpDecoderBlock2D",) * 4, layers_per_block=1, norm_num_groups=8,
                         latent_channels=4, sample_size=size)
@@ -101,16 +107,18 @@ def main() -> int:
     ap.add_argument("--batch", type=int, default=1, help="batch size per process")
     ap.add_argument("--workers", type=int, default=1, help="data-loader workers per process")
     ap.add_argument("--videos", type=int, default=4)
+    ap.add_argument("--vae", choices=("kl", "taesd"), default="kl",
+                    help="frozen VAE: a tiny AutoencoderKL (8-16 channels) or the miniature model's TAESD shape")
     args = ap.parse_args()
     cores = os.cpu_count() or 1
     with tempfile.TemporaryDirectory(prefix="movingbg-bench-train-") as tmp:
         root = Path(tmp)
-        ws = build_workspace(root, args.size, args.videos, max(24, 2 * args.frames))
+        ws = build_workspace(root, args.size, args.videos, max(24, 2 * args.frames), args.vae)
         items = data_speed(ws, args)
         cases = [(1, 1, False), (1, cores, False), (2, max(1, cores // 2), False), (1, cores, True)]
         rows = [run_case(ws, root / f"run{i}", args, p, t, c) for i, (p, t, c) in enumerate(dict.fromkeys(cases))]
     print(f"\nMovingBG training, tiny config, {args.size}x{args.size}, {args.frames}-frame clips, "
-          f"batch {args.batch}/process, {args.workers} loader worker(s)/process, {args.steps} steps, "
+          f"batch {args.batch}/process, {args.workers} loader worker(s)/process, {args.steps} steps, {args.vae} VAE, "
           f"{cores} CPU cores (torch {_torch_version()})")
     print(f"data pipeline alone: {items:.1f} samples/s in one process (decode + crop + pose/track renders)\n")
     print(f"{'processes':>9} {'threads/proc':>12} {'latents':>8} {'samples/s':>10} {'data wait % of step':>20} "
