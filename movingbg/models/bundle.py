@@ -18,6 +18,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from ..io.atomic import FILE_MODE
 from .config import MovingBGConfig
 from .generator import MovingBGModel
 
@@ -128,6 +129,7 @@ def save_bundle(model: MovingBGModel, path: str | os.PathLike) -> Path:
     metadata = {"format": BUNDLE_FORMAT, "movingbg_config": config_json}
     tmp = path.with_name(path.name + ".part")
     save_file(state, str(tmp), metadata=metadata)
+    os.chmod(tmp, FILE_MODE)  # safetensors writes 0600; a model file is for every account that runs ComfyUI
     os.replace(tmp, path)
     sidecar = path.with_suffix(".json")
     tmp_json = sidecar.with_name(sidecar.name + ".part")

@@ -28,6 +28,8 @@ from typing import Optional
 
 import torch
 
+from ..io.atomic import FILE_MODE
+
 __all__ = ["ENCODER_PREFIX", "DECODER_PREFIX", "is_taesd_state", "to_comfy_taesd", "from_comfy_taesd",
            "build_taesd", "load_taesd", "save_taesd"]
 
@@ -120,5 +122,6 @@ def save_taesd(vae, path: os.PathLike | str, dtype: Optional[torch.dtype] = torc
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
     save_file(to_comfy_taesd(state), str(tmp), metadata={"format": "pt", "movingbg_vae": "taesd", **(metadata or {})})
+    os.chmod(tmp, FILE_MODE)  # safetensors writes 0600
     os.replace(tmp, out)
     return out

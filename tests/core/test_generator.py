@@ -376,6 +376,7 @@ def test_input_validation(trained, inputs):
 def test_bundle_round_trip(trained, inputs, tmp_path):
     model, bank = trained
     path = save_bundle(model, tmp_path / "movingbg_tiny.safetensors")
+    assert path.stat().st_mode & 0o777 == 0o644  # safetensors alone writes 0600
     sidecar = tmp_path / "movingbg_tiny.json"
     assert sidecar.is_file() and MovingBGConfig.from_json(sidecar.read_text()) == model.config
     with safe_open(str(path), framework="pt") as f:

@@ -45,6 +45,7 @@ def test_saved_file_loads_through_the_training_loader(tmp_path):
     torch.manual_seed(0)
     vae = box_init_taesd(build_taesd()).eval()
     path = save_taesd(vae, tmp_path / "v.safetensors", dtype=torch.float32)
+    assert path.stat().st_mode & 0o777 == 0o644
     loaded = load_vae(path)
     assert type(loaded).__name__ == "AutoencoderTiny" and not any(p.requires_grad for p in loaded.parameters())
     x = torch.rand(2, 3, 32, 32) * 2 - 1
