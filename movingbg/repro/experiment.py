@@ -71,8 +71,8 @@ _LABELS = {"full": "MovingBG (full)", "no_fg": "w/o foreground encoder", "no_bg"
 
 @dataclass(frozen=True)
 class ReproOptions:
-    """Size of the experiment. The defaults are the README's table (about an hour on 2 CPU cores);
-    tests run it with a few steps.
+    """Size of the experiment. The defaults are the README's shipped model and table (five models of 3,000
+    steps, two trained at a time: about 4 hours on 2 CPU cores); tests run it with a few steps.
 
     Attributes:
         size: frame width = height in px (multiple of 32).
@@ -84,8 +84,6 @@ class ReproOptions:
         train_steps, batch_size, learning_rate, ema_decay: each model's training.
         encoder_channels: widths of the pose and track encoders (the SD1.5 model's are 16/32/96/256;
             at 64 x 64 those took half of a CPU training step).
-        init: a MovingBG bundle the full model starts from (fine-tuning; its config is the model's),
-            "" = random initialisation.
         sample_steps, cfg_scale: generation.
         num_tracks: guidance tracks per test clip.
         threads: torch threads in all; parallel: models trained at the same time (each with
@@ -110,7 +108,6 @@ class ReproOptions:
     learning_rate: float = 5e-4
     encoder_channels: tuple[int, ...] = (8, 16, 32, 64)
     ema_decay: float = 0.998
-    init: str = ""
     sample_steps: int = 20
     cfg_scale: float = 1.0
     num_tracks: int = 40
@@ -203,9 +200,6 @@ def train_stage(workdir: Path, o: ReproOptions, variant: str, vae: Path, vae_sca
         "torch_threads": max(1, o.threads // max(1, o.parallel)), "export_name": bundle.name,
         "export_dtype": "fp16", "cache_latents": True, "ema_decay": o.ema_decay,
     }
-    if o.init and variant == "full":
-        cfg.update(init="bundle", init_path=str(Path(o.init).resolve()))
-        del cfg["model"]
     cfg_path = out / "train.json"
     _json_write(cfg_path, cfg)
     env = dict(os.environ, OMP_NUM_THREADS=str(cfg["torch_threads"]))
