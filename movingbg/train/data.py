@@ -191,7 +191,9 @@ class ClipDataset(Dataset):
 
     Item ``g`` is a dict of numpy arrays: ``frames`` ``(F, H, W, 3)`` uint8, ``reference``
     ``(H, W, 3)`` uint8, ``pose`` ``(F, H, W, 3)`` uint8 renders, ``tracks`` ``(F, H, W, 3)`` uint8 track
-    maps, ``blank`` / ``drop_clip`` / ``drop_reference`` bool, ``index`` int64 (= ``g``).
+    maps, ``blank`` / ``drop_clip`` / ``drop_reference`` bool, ``index`` int64 (= ``g``), and where the sample's
+    pictures come from: ``video`` (index into ``videos``), ``frame_ids`` ``(F,)`` and ``reference_id`` (cached-frame
+    indices).
     """
 
     def __init__(self, videos: Sequence[PreparedVideo] | str, options: DataOptions) -> None:
@@ -254,7 +256,8 @@ class ClipDataset(Dataset):
         track_maps = self._track_maps(tracks, choice.frames, geo, rng, num_tracks or o.tracks_range)
         return {"frames": images[:-1], "reference": images[-1], "pose": pose_maps, "tracks": track_maps,
                 "blank": choice.blank, "drop_clip": choice.drop_clip, "drop_reference": choice.drop_reference,
-                "index": np.int64(index)}
+                "index": np.int64(index), "video": np.int64(choice.video),
+                "frame_ids": np.asarray(choice.frames, np.int64), "reference_id": np.int64(choice.reference)}
 
     def _track_maps(self, tracks: Tracks, frames: Sequence[int], geo: Geometry,
                     rng: Optional[np.random.Generator], count: tuple[int, int]) -> np.ndarray:
@@ -305,7 +308,7 @@ def to_model_inputs(batch: dict[str, torch.Tensor], device: torch.device) -> dic
     Returns:
         ``pixels`` ``(B, F, 3, H, W)`` in -1..1, ``reference`` ``(B, 3, H, W)`` in -1..1, ``pose`` /
         ``tracks`` ``(B, 3, F, H, W)`` in 0..1 (what :meth:`MovingBGModel.forward` reads), plus the flags
-        as bool tensors and ``index``.
+        as bool tensors, ``index`` and the ``video`` / ``frame_ids`` / ``reference_id`` of each sample.
     """
     def dev(x: torch.Tensor) -> torch.Tensor:
         return x.to(device, non_blocking=True)
@@ -316,4 +319,6 @@ def to_model_inputs(batch: dict[str, torch.Tensor], device: torch.device) -> dic
     tracks = dev(batch["tracks"]).permute(0, 4, 1, 2, 3).float() / 255.0
     return {"pixels": frames, "reference": ref, "pose": pose, "tracks": tracks,
             "blank": dev(batch["blank"]).bool(), "drop_clip": dev(batch["drop_clip"]).bool(),
-            "drop_reference": batch["drop_reference"].bool(), "index": batch["index"].long()}
+            "drop_reference": batch["drop_reference"].bool(), "index": batch["index"].long(),
+            "video": batch["video"].long(), "frame_ids": batch["frame_ids"].long(),
+            "reference_id": batch["reference_id"].long()}

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["load_vae", "encode_latents", "decode_latents", "ClipImageEncoder", "load_clip_encoder"]
+__all__ = ["load_vae", "encode_latents", "posterior", "decode_latents", "ClipImageEncoder", "load_clip_encoder"]
 
 _CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 _CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -122,16 +122,21 @@ def encode_latents(vae, pixels: torch.Tensor, scale: float, noise: Optional[torc
         ``(N, C, H/8, W/8)`` float32.
     """
     out = []
-    dtype = next(vae.parameters()).dtype
     for i in range(0, pixels.shape[0], chunk):
-        encoded = vae.encode(pixels[i:i + chunk].to(dtype))
-        if not hasattr(encoded, "latent_dist"):  # deterministic VAE (TAESD): no posterior to sample
-            out.append(encoded.latents.float() * scale)
-            continue
-        dist = encoded.latent_dist
-        z = dist.mean if noise is None else dist.mean + dist.std * noise[i:i + chunk].to(dist.mean)
+        mean, std = posterior(vae, pixels[i:i + chunk])
+        z = mean if std is None or noise is None else mean + std * noise[i:i + chunk].to(mean)
         out.append(z.float() * scale)
     return torch.cat(out)
+
+
+@torch.no_grad()
+def posterior(vae, pixels: torch.Tensor) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """Unscaled posterior ``(mean, std)`` of ``(N, 3, H, W)`` images in -1..1 in one encoder call; ``std`` is
+    None for a deterministic VAE (TAESD), whose latent is ``mean``."""
+    encoded = vae.encode(pixels.to(next(vae.parameters()).dtype))
+    if not hasattr(encoded, "latent_dist"):
+        return encoded.latents, None
+    return encoded.latent_dist.mean, encoded.latent_dist.std
 
 
 @torch.no_grad()

@@ -15,6 +15,7 @@ from typing import Optional
 import torch
 
 from .data import ClipDataset, Geometry
+from .encoders import posterior
 
 __all__ = ["LatentCache"]
 
@@ -44,16 +45,13 @@ class LatentCache:
         geo = Geometry(video.width, video.height, o.width, o.height)
         frames = geo.images(video.frames(list(range(video.num_frames))))
         device = next(self.vae.parameters()).device
-        dtype = next(self.vae.parameters()).dtype
         means, stds = [], []
         for i in range(0, len(frames), self.chunk):
             x = torch.from_numpy(frames[i:i + self.chunk]).to(device).permute(0, 3, 1, 2).float() / 127.5 - 1.0
-            encoded = self.vae.encode(x.to(dtype))
-            if hasattr(encoded, "latent_dist"):
-                means.append(encoded.latent_dist.mean.float() * self.scale)
-                stds.append(encoded.latent_dist.std.float() * self.scale)
-            else:  # deterministic VAE (TAESD)
-                means.append(encoded.latents.float() * self.scale)
+            mean, std = posterior(self.vae, x)
+            means.append(mean.float() * self.scale)
+            if std is not None:
+                stds.append(std.float() * self.scale)
         return torch.cat(means), (torch.cat(stds) if stds else None)
 
     def video(self, index: int) -> tuple[torch.Tensor, Optional[torch.Tensor]]:

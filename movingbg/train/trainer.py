@@ -292,10 +292,9 @@ class Trainer:
         inp = to_model_inputs(batch, self.device)
         pixels = inp["pixels"]
         b, f, _, h, w = pixels.shape
-        indices = inp["index"].tolist()
-        vae_f, vae_r, noise, t = self._draws(indices, f, (h // 8, w // 8))
+        vae_f, vae_r, noise, t = self._draws(inp["index"].tolist(), f, (h // 8, w // 8))
         if self.latent_cache is not None:
-            latents, ref_latent = self._cached_latents(indices, vae_f, vae_r)
+            latents, ref_latent = self._cached_latents(inp, vae_f, vae_r)
         else:
             scale, chunk = float(self.model_config.vae_scale_factor), self.config.vae_chunk
             latents = encode_latents(self.vae, pixels.flatten(0, 1), scale, vae_f, chunk)
@@ -312,17 +311,16 @@ class Trainer:
                            track_maps=inp["tracks"], use_bank=~inp["drop_reference"])
         return F.mse_loss(pred.float(), target.float())
 
-    def _cached_latents(self, indices: Sequence[int], vae_f: torch.Tensor,
+    def _cached_latents(self, inp: dict[str, torch.Tensor], vae_f: torch.Tensor,
                         vae_r: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(B * F, C, h, w)`` clip latents and ``(B, C, h, w)`` reference latents of the samples from the
-        latent cache (the frames :meth:`ClipDataset.choose` picks for each index, posterior sampled with
-        the same noise as the uncached path)."""
+        """``(B * F, C, h, w)`` clip latents and ``(B, C, h, w)`` reference latents of the batch's samples from
+        the latent cache (each item names its video and frames; the posterior is sampled with the same noise
+        as the uncached path)."""
         cache, frames, refs = self.latent_cache, [], []
-        f = vae_f.shape[0] // len(indices)
-        for j, index in enumerate(indices):
-            choice, _ = self.dataset.choose(int(index))
-            frames.append(cache.latents(choice.video, choice.frames, vae_f[j * f:(j + 1) * f]))
-            refs.append(cache.latents(choice.video, [choice.reference], vae_r[j:j + 1]))
+        f = inp["frame_ids"].shape[1]
+        for j, video in enumerate(inp["video"].tolist()):
+            frames.append(cache.latents(video, inp["frame_ids"][j].tolist(), vae_f[j * f:(j + 1) * f]))
+            refs.append(cache.latents(video, [int(inp["reference_id"][j])], vae_r[j:j + 1]))
         return torch.cat(frames).to(self.device), torch.cat(refs).to(self.device)
 
     def learning_rate(self, step: int) -> float:
