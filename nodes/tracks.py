@@ -6,12 +6,13 @@ import logging
 
 import numpy as np
 
+from ..movingbg.models.config import MovingBGConfig
 from ..movingbg.preprocess.camera import camera_tracks
 from ..movingbg.preprocess.track_render import render_tracks
 from ..movingbg.preprocess.tracks import make_queries, track_klt, track_points_to_tracks
 from ..movingbg.types import Tracks
 from ._models import load_to_device, torch_patcher, weight_path
-from ._types import CATEGORY, TRACKS
+from ._types import CATEGORY, MODEL, TRACKS
 from ._util import (check_same_frames, frames_to_image, image_to_frames, interrupt_check, mask_to_alpha,
                     progress_and_interrupt, warn)
 
@@ -135,7 +136,9 @@ class MovingBGCameraTracks:
 
 class MovingBGRenderTracks:
     DESCRIPTION = ("Draw MOVINGBG_TRACKS as the maps the background encoder reads: each track a disc in its own fixed "
-                   "colour on black (identity stays visible across frames); or over images for a preview.")
+                   "colour on black (identity stays visible across frames), with a fading trail of its previous "
+                   "positions; or over images for a preview. Connect the MovingBG model to draw its maps exactly "
+                   "as it was trained (its trail replaces the 'trail' widget).")
     CATEGORY = f"{CATEGORY}/motion"
     RETURN_TYPES = ("IMAGE",)
     RETURN_NAMES = ("track_images",)
@@ -151,11 +154,22 @@ class MovingBGRenderTracks:
                               "tooltip": "Also draw the previous N positions as a fading trail."}),
         }, "optional": {
             "images": ("IMAGE", {"tooltip": "Draw over these frames instead of black (preview)."}),
+            "movingbg_model": (MODEL, {"tooltip": "MovingBG Load Model: draw the maps with the trail this model "
+                                                  "was trained on (overrides 'trail')."}),
         }}
 
-    def render(self, tracks, radius, trail, images=None):
+    def render(self, tracks, radius, trail, images=None, movingbg_model=None):
         if not isinstance(tracks, Tracks):
             raise ValueError(f"'tracks' must be MOVINGBG_TRACKS, got {type(tracks).__name__}")
+        if movingbg_model is not None:
+            config = getattr(getattr(getattr(movingbg_model, "model", None), "module", None), "config", None)
+            if not isinstance(config, MovingBGConfig):
+                raise ValueError("'movingbg_model' must come from MovingBG Load Model, got "
+                                 f"{type(movingbg_model).__name__}")
+            if config.track_trail != trail:
+                logger.info("MovingBG Render Tracks: trail %d (the model's) instead of the widget's %d",
+                            config.track_trail, trail)
+            trail = config.track_trail
         background = None
         if images is not None:
             background = image_to_frames(images, "images")

@@ -175,6 +175,11 @@ class MovingBGConfig:
             human-animation weights, e.g. Moore-AnimateAnyone, use v-prediction with zero-SNR).
         beta_schedule: training noise schedule, ``"linear"`` or ``"scaled_linear"`` (0.00085..0.012).
         vae_scale_factor: latent scale of the VAE the model was trained with (SD1.5: 0.18215).
+        track_trail: how the track maps this model reads are drawn: each track's previous
+            ``track_trail`` positions as a line fading with age behind its disc (MovingBG Render Tracks
+            ``trail``; 0 = discs only). A trail shows the encoder where each background point came
+            from, which a disc alone cannot (temporal attention only compares the same pixel across
+            frames). Draw inference maps with the same value.
     """
 
     unet: Mapping[str, Any] = field(default_factory=lambda: dict(SD15_UNET))
@@ -188,6 +193,7 @@ class MovingBGConfig:
     prediction_type: str = "v_prediction"
     beta_schedule: str = "linear"
     vae_scale_factor: float = 0.18215
+    track_trail: int = 0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "unet", _freeze(dict(self.unet)))
@@ -225,6 +231,8 @@ class MovingBGConfig:
             raise ValueError(f"vae_scale_factor must be > 0, got {self.vae_scale_factor!r}")
         if len(self.encoder_channels) < 2 or min(self.encoder_channels) < 1:
             raise ValueError(f"encoder_channels must have >= 2 positive widths, got {self.encoder_channels}")
+        if isinstance(self.track_trail, bool) or not isinstance(self.track_trail, int) or self.track_trail < 0:
+            raise ValueError(f"track_trail must be an int >= 0 (frames), got {self.track_trail!r}")
 
     # ---- derived quantities -------------------------------------------------------------------
     @property

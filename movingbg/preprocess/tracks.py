@@ -684,6 +684,11 @@ def select_tracks(tracks: Tracks, num: Union[int, Sequence[int]], rng: RngLike =
     Returns:
         :class:`Tracks` with ``min(num, N)`` tracks.
     """
+    return tracks.subset(select_track_indices(tracks, num, rng))
+
+
+def select_track_indices(tracks: Tracks, num: Union[int, Sequence[int]], rng: RngLike = None) -> np.ndarray:
+    """The sorted track indices :func:`select_tracks` keeps (same arguments, same random draws)."""
     gen = _rng(rng)
     if isinstance(num, (int, np.integer)) and not isinstance(num, bool):
         count = _check_int(num, "num", 0)
@@ -697,11 +702,11 @@ def select_tracks(tracks: Tracks, num: Union[int, Sequence[int]], rng: RngLike =
         count = int(gen.integers(low, high + 1))
     N = tracks.num_tracks
     if count >= N:
-        return tracks.subset(np.arange(N))
+        return np.arange(N)
     seen = tracks.visible.any(axis=0)
     good, bad = np.nonzero(seen)[0], np.nonzero(~seen)[0]
     if count <= len(good):
         idx = gen.choice(good, size=count, replace=False)
     else:
         idx = np.concatenate([good, gen.choice(bad, size=count - len(good), replace=False)])
-    return tracks.subset(np.sort(idx))
+    return np.sort(idx)

@@ -84,6 +84,8 @@ class ReproOptions:
         train_steps, batch_size, learning_rate, ema_decay: each model's training.
         encoder_channels: widths of the pose and track encoders (the SD1.5 model's are 16/32/96/256;
             at 64 x 64 those took half of a CPU training step).
+        track_trail: the models' ``MovingBGConfig.track_trail`` (track maps draw each point's last
+            ``track_trail`` positions; ``clip_length - 1`` reaches back to the clip's condition frame).
         sample_steps, cfg_scale: generation.
         num_tracks: guidance tracks per test clip.
         threads: torch threads in all; parallel: models trained at the same time (each with
@@ -107,6 +109,7 @@ class ReproOptions:
     batch_size: int = 4
     learning_rate: float = 5e-4
     encoder_channels: tuple[int, ...] = (8, 16, 32, 64)
+    track_trail: int = 0
     ema_decay: float = 0.998
     sample_steps: int = 20
     cfg_scale: float = 1.0
@@ -179,7 +182,7 @@ def model_config(o: ReproOptions, variant: str, vae_scale_factor: float):
 
     return MovingBGConfig.tiny(prediction_type="v_prediction", beta_schedule="linear",
                                vae_scale_factor=float(vae_scale_factor), encoder_channels=o.encoder_channels,
-                               **VARIANTS[variant])
+                               track_trail=o.track_trail, **VARIANTS[variant])
 
 
 def train_stage(workdir: Path, o: ReproOptions, variant: str, vae: Path, vae_scale_factor: float) -> Path:
@@ -219,10 +222,10 @@ def train_stage(workdir: Path, o: ReproOptions, variant: str, vae: Path, vae_sca
 
 # ---- stage 4 ----------------------------------------------------------------------------------
 def driving_inputs(seed: int, o: ReproOptions) -> dict[str, Any]:
-    """Driving clip ``seed`` with its guidance: pose renders, background track maps, tracks, matte."""
+    """Driving clip ``seed`` with its guidance: pose renders and background tracks (drawn into maps by
+    :func:`generate_video` the way the model was trained)."""
     from ..preprocess.pose_format import FramePose, PersonPose
     from ..preprocess.pose_render import render_pose
-    from ..preprocess.track_render import render_tracks
     from ..preprocess.tracks import select_tracks
     from ..synth.scene import gt_tracks
 
@@ -233,7 +236,7 @@ def driving_inputs(seed: int, o: ReproOptions) -> dict[str, Any]:
     tracks = gt_tracks(clip, points)
     tracks = select_tracks(tracks, min(o.num_tracks, tracks.num_tracks), np.random.default_rng(seed))
     pose = np.stack([render_pose(FramePose(o.size, o.size, (PersonPose(kp),))) for kp in clip.keypoints])
-    return {"clip": clip, "tracks": tracks, "pose_maps": pose, "track_maps": render_tracks(tracks)}
+    return {"clip": clip, "tracks": tracks, "pose_maps": pose}
 
 
 def _maps(a: np.ndarray) -> torch.Tensor:
@@ -245,6 +248,7 @@ def generate_video(model, vae, inputs: Mapping[str, Any], o: ReproOptions, *, me
                    fg_scale: float = 1.0, bg_scale: float = 1.0) -> np.ndarray:
     """Generate the driving clip of ``inputs`` with ``model``; ``(T, H, W, 3)`` uint8."""
     from ..pipelines import GenerationOptions, SchedulerOptions, generate, sliding_window_generate
+    from ..preprocess.track_render import render_tracks
     from ..train.encoders import decode_latents, encode_latents
 
     cfg = model.config
@@ -266,7 +270,8 @@ def generate_video(model, vae, inputs: Mapping[str, Any], o: ReproOptions, *, me
 
     kwargs = dict(ref_latent=ref_latent, clip_embeds=None,
                   pose_maps=_maps(inputs["pose_maps"]) if use_pose and cfg.use_fg else None,
-                  track_maps=_maps(inputs["track_maps"]) if use_tracks and cfg.use_bg else None,
+                  track_maps=(_maps(render_tracks(inputs["tracks"], trail=cfg.track_trail))
+                              if use_tracks and cfg.use_bg else None),
                   num_frames=clip.num_frames, options=options, encode=encode, decode=decode)
     with torch.no_grad():
         if method == "sliding_window":

@@ -86,6 +86,10 @@ class TrainConfig:
         tracks_range: ``(low, high)`` number of background tracks drawn per sample (paper: 5..50).
         track_radius: disc radius of the rendered track maps (0 = ``max(2, round(min(H, W) / 128))``,
             the inference default).
+        track_trail: None = the model's ``MovingBGConfig.track_trail``; an int >= 0 sets it (and the
+            exported bundle records it). Each track map also draws the track's previous ``track_trail``
+            positions (every ``frame_stride`` cached frames, frames before the clip included) as a line
+            fading with age, so a map shows where its points came from, not only where they are.
         blank_condition_prob: the condition frame (the clip's first frame, concatenated) is blank.
         drop_joint_prob: CLIP embedding and reference features are dropped together (the CFG
             unconditional branch at inference).
@@ -142,6 +146,7 @@ class TrainConfig:
     height: int = 640
     tracks_range: tuple[int, int] = (5, 50)
     track_radius: int = 0
+    track_trail: Optional[int] = None
     blank_condition_prob: float = 0.1
     drop_joint_prob: float = 0.1
     drop_joint_includes_condition: bool = False
@@ -215,6 +220,8 @@ class TrainConfig:
         if len(low_high) != 2 or not all(_is_int(v) for v in low_high) or not 0 <= low_high[0] <= low_high[1]:
             raise ValueError(f"tracks_range must be (low, high) ints with 0 <= low <= high, got {self.tracks_range!r}")
         object.__setattr__(self, "tracks_range", low_high)
+        if self.track_trail is not None and (not _is_int(self.track_trail) or self.track_trail < 0):
+            raise ValueError(f"track_trail must be None (the model's) or an int >= 0 (frames), got {self.track_trail!r}")
         for name in ("cache_latents", "gradient_checkpointing", "tensorboard", "progress",
                      "find_unused_parameters", "drop_joint_includes_condition"):
             if not isinstance(getattr(self, name), bool):
@@ -264,8 +271,9 @@ class TrainConfig:
                 raise ValueError(f"init_path: cannot read the bundle config of {self.init_path}: {exc}") from exc
             if base is not None and base != stored:
                 raise ValueError("model differs from the config stored in the init_path bundle; leave model unset")
-            return stored
-        return base if base is not None else MovingBGConfig.sd15()
+            base = stored
+        base = base if base is not None else MovingBGConfig.sd15()
+        return base if self.track_trail is None else base.replace(track_trail=int(self.track_trail))
 
     def use_zero_snr(self, config: MovingBGConfig) -> bool:
         zero = (config.prediction_type == "v_prediction") if self.zero_snr is None else bool(self.zero_snr)

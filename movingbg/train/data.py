@@ -34,7 +34,7 @@ from ..prepare import PreparedVideo, list_prepared
 from ..preprocess.pose_format import FramePose, PersonPose
 from ..preprocess.pose_render import render_pose
 from ..preprocess.track_render import render_tracks
-from ..preprocess.tracks import select_tracks
+from ..preprocess.tracks import select_track_indices
 from ..types import Tracks
 
 logger = logging.getLogger(__name__)
@@ -50,6 +50,7 @@ class DataOptions:
 
     Attributes:
         clip_length, frame_stride, width, height, tracks_range, track_radius: see TrainConfig.
+        track_trail: trail of the track maps (the model's ``MovingBGConfig.track_trail``).
         blank_condition_prob, drop_joint_prob, drop_joint_includes_condition, drop_clip_prob,
             drop_reference_prob: see TrainConfig.
         seed: the run's seed.
@@ -61,6 +62,7 @@ class DataOptions:
     height: int = 640
     tracks_range: tuple[int, int] = (5, 50)
     track_radius: int = 0
+    track_trail: int = 0
     blank_condition_prob: float = 0.1
     drop_joint_prob: float = 0.1
     drop_joint_includes_condition: bool = False
@@ -69,9 +71,9 @@ class DataOptions:
     seed: int = 0
 
     @classmethod
-    def from_config(cls, config: Any) -> DataOptions:
-        """Pick the matching fields of a TrainConfig."""
-        return cls(**{f: getattr(config, f) for f in cls.__dataclass_fields__})
+    def from_config(cls, config: Any, **overrides: Any) -> DataOptions:
+        """Pick the matching fields of a TrainConfig (``overrides`` win)."""
+        return cls(**{f: getattr(config, f) for f in cls.__dataclass_fields__ if f not in overrides}, **overrides)
 
     @property
     def span(self) -> int:
@@ -261,12 +263,19 @@ class ClipDataset(Dataset):
 
     def _track_maps(self, tracks: Tracks, frames: Sequence[int], geo: Geometry,
                     rng: Optional[np.random.Generator], count: tuple[int, int]) -> np.ndarray:
-        idx = np.asarray(frames)
-        clip = Tracks(tracks.points[idx], tracks.visible[idx], tracks.width, tracks.height)
-        chosen = select_tracks(clip, count, rng if rng is not None else np.random.default_rng(0))
-        moved = Tracks(geo.points(chosen.points), chosen.visible, geo.dst_w, geo.dst_h)
+        o = self.options
+        # the trail reaches back before the clip, as on a whole video at inference (positions before the
+        # video's first frame do not exist: no trail there)
+        history = [frames[0] - k * o.frame_stride for k in range(o.track_trail, 0, -1)]
+        history = [f for f in history if f >= 0]
+        idx = np.asarray(history + list(frames))
+        clip = Tracks(tracks.points[idx[len(history):]], tracks.visible[idx[len(history):]], tracks.width,
+                      tracks.height)
+        chosen = select_track_indices(clip, count, rng if rng is not None else np.random.default_rng(0))
+        window = Tracks(tracks.points[idx][:, chosen], tracks.visible[idx][:, chosen], tracks.width, tracks.height)
+        moved = Tracks(geo.points(window.points), window.visible, geo.dst_w, geo.dst_h)
         moved = Tracks(moved.points, moved.visible & moved.in_frame(), moved.width, moved.height)
-        return render_tracks(moved, radius=self.options.track_radius or None)
+        return render_tracks(moved, radius=o.track_radius or None, trail=o.track_trail)[len(history):]
 
 
 class StreamSampler(Sampler[int]):

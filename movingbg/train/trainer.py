@@ -194,11 +194,14 @@ class Trainer:
         accelerate.utils.set_seed(config.seed)
         self.device = self.accelerator.device
         self.net = build_model(config, model_config)
+        if self.net.config.track_trail != model_config.track_trail:  # a bundle fine-tuned with another trail
+            self.net.config = self.net.config.replace(track_trail=model_config.track_trail)
         self.model_config = self.net.config
         self.trainable = self._configure_parameters()
         self._load_encoders()
         self.noise_scheduler = self._make_noise_scheduler()
-        self.dataset = ClipDataset(config.data_dir, DataOptions.from_config(config))
+        self.dataset = ClipDataset(config.data_dir, DataOptions.from_config(
+            config, track_trail=self.model_config.track_trail))
         self.latent_cache = (LatentCache(self.vae, self.dataset, float(self.model_config.vae_scale_factor),
                                          config.vae_chunk) if config.cache_latents else None)
         optimizer = torch.optim.AdamW(

@@ -190,6 +190,41 @@ def test_crop_geometry_moves_pose_and_tracks_with_the_frames(ws):
             assert drawn[int(round(y)), int(round(x - 16))].any(), "a visible track must be drawn where it moved"
 
 
+def test_track_trail_draws_where_the_points_came_from_before_the_clip(ws):
+    base = dict(clip_length=4, width=SIZE, height=SIZE, tracks_range=(999, 999), track_radius=1)
+    plain = ClipDataset(str(ws["data"]), DataOptions(**base))
+    trailed = ClipDataset(str(ws["data"]), DataOptions(**base, track_trail=3))
+    seen_history = False
+    for g in range(6):
+        choice, rng = trailed.choose(g)
+        a, b = plain.render(choice, plain.choose(g)[1])["tracks"], trailed.render(choice, rng)["tracks"]
+        assert a.shape == b.shape == (4, SIZE, SIZE, 3)
+        # discs are drawn over the trails: every disc pixel is the same; trails only add pixels
+        disc = a.any(axis=-1)
+        np.testing.assert_array_equal(b[disc], a[disc])
+        extra = b.any(axis=-1) & ~disc
+        tracks = trailed.videos[choice.video].tracks()
+        t0, back = choice.frames[0], max(0, choice.frames[0] - 3)
+        both = tracks.visible[t0] & tracks.visible[back]
+        moved = np.abs(tracks.points[t0, both] - tracks.points[back, both]).max(initial=0.0)
+        if t0 > 0 and moved > 2.5:  # the first map's trail comes from frames before the clip
+            assert extra[0].any(), "frame 0 of a clip must show the trail from the frames before it"
+            seen_history = True
+    assert seen_history, "the fixture's clips never start late enough with motion: test not exercised"
+
+
+def test_track_trail_is_the_models_and_a_run_can_set_it(ws, tmp_path):
+    assert make_config(ws, tmp_path).model_config().track_trail == 0
+    assert make_config(ws, tmp_path, track_trail=5).model_config().track_trail == 5
+    model = dict(TINY.to_dict(), track_trail=2)
+    assert make_config(ws, tmp_path, model=model).model_config().track_trail == 2
+    for bad in (-1, 1.5, True, "3"):
+        with pytest.raises(ValueError, match="track_trail"):
+            make_config(ws, tmp_path, track_trail=bad)
+    with pytest.raises(ValueError, match="track_trail"):
+        TINY.replace(track_trail=-2)
+
+
 def test_stream_sampler_shards_and_resumes():
     take = lambda s, n: [next(it) for it in [iter(s)] for _ in range(n)]  # noqa: E731
     r0, r1 = take(StreamSampler(0, 2, 3), 9), take(StreamSampler(1, 2, 3), 9)
@@ -415,6 +450,8 @@ def test_run_checkpoints_samples_exports_and_the_bundle_generates(ws, tmp_path):
 
     start = trainer_for(ws, tmp_path / "again", init="bundle", init_path=str(bundle), model=None)
     assert start.model_config == TINY
+    retrail = trainer_for(ws, tmp_path / "trail", init="bundle", init_path=str(bundle), model=None, track_trail=3)
+    assert retrail.net.config == TINY.replace(track_trail=3) and retrail.dataset.options.track_trail == 3
     assert all(torch.equal(v, want[k]) for k, v in start.net.state_dict().items())
 
     g = torch.Generator().manual_seed(0)

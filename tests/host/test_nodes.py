@@ -119,6 +119,34 @@ def test_matte_then_tracks_then_render(host, clip):
     assert cam.num_frames == 8 and cam.num_tracks >= 20
 
 
+def test_render_tracks_draws_the_maps_the_connected_model_was_trained_on(host, clip):
+    from pathlib import Path
+
+    from movingbg.models.bundle import save_bundle
+    from movingbg.models.config import MovingBGConfig
+    from movingbg.models.generator import MovingBGModel
+
+    torch.manual_seed(0)
+    name = "movingbg_test_trail3.safetensors"
+    save_bundle(MovingBGModel(MovingBGConfig.tiny(track_trail=3)), Path(host.folder_paths.models_dir) / "movingbg" / name)
+    cam = {"class_type": "MovingBGCameraTracks", "inputs": {"images": ["1", 0], "move": "pan_left", "strength": 0.5,
+                                                          "easing": "linear", "num_points": 20, "seed": 1}}
+    model = {"class_type": "MovingBGLoadModel", "inputs": {"bundle": name, "dtype": "auto",
+                                                          "apply_to": "denoising + reference"}}
+
+    def render(trail, with_model):
+        inputs = {"tracks": ["2", 0], "radius": 0, "trail": trail}
+        if with_model:
+            inputs["movingbg_model"] = ["4", 0]
+        return {"class_type": "MovingBGRenderTracks", "inputs": inputs}
+
+    run_ok(host, {"1": load(), "2": cam, "4": model, "5": render(0, True), "6": render(3, False), "7": render(0, False),
+                  "8": preview(["5", 0]), "9": preview(["6", 0]), "10": preview(["7", 0])})
+    by_model, trail3, discs = (host.node_output(k, 0) for k in ("5", "6", "7"))
+    assert torch.equal(by_model, trail3), "the model's trail (3) must replace the widget's (0)"
+    assert not torch.equal(by_model, discs)
+
+
 def test_u2net_matte_with_local_weights(host, clip, tmp_path):
     import onnx
     from onnx import TensorProto, helper
