@@ -264,16 +264,15 @@ class ClipDataset(Dataset):
     def _track_maps(self, tracks: Tracks, frames: Sequence[int], geo: Geometry,
                     rng: Optional[np.random.Generator], count: tuple[int, int]) -> np.ndarray:
         o = self.options
-        # the trail reaches back before the clip, as on a whole video at inference (positions before the
-        # video's first frame do not exist: no trail there)
-        history = [frames[0] - k * o.frame_stride for k in range(o.track_trail, 0, -1)]
-        history = [f for f in history if f >= 0]
-        idx = np.asarray(history + list(frames))
-        clip = Tracks(tracks.points[idx[len(history):]], tracks.visible[idx[len(history):]], tracks.width,
-                      tracks.height)
+        frames = list(frames)
+        clip = Tracks(tracks.points[frames], tracks.visible[frames], tracks.width, tracks.height)
         chosen = select_track_indices(clip, count, rng if rng is not None else np.random.default_rng(0))
-        window = Tracks(tracks.points[idx][:, chosen], tracks.visible[idx][:, chosen], tracks.width, tracks.height)
-        moved = Tracks(geo.points(window.points), window.visible, geo.dst_w, geo.dst_h)
+        # the trail reaches back before the clip, as on a whole video at inference (there is no trail
+        # before the video's first frame)
+        history = [f for f in (frames[0] - k * o.frame_stride for k in range(o.track_trail, 0, -1)) if f >= 0]
+        window = history + frames
+        moved = Tracks(geo.points(tracks.points[window][:, chosen]), tracks.visible[window][:, chosen],
+                       geo.dst_w, geo.dst_h)
         moved = Tracks(moved.points, moved.visible & moved.in_frame(), moved.width, moved.height)
         return render_tracks(moved, radius=o.track_radius or None, trail=o.track_trail)[len(history):]
 
