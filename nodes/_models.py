@@ -72,6 +72,14 @@ class Hosted(torch.nn.Module):
         self.module = module
 
 
+def hosted_module(patcher: "comfy.model_patcher.ModelPatcher", name: str = "movingbg_model") -> torch.nn.Module:
+    """Our module inside a patcher made by :func:`hosted_patcher`, where it is (not loaded anywhere)."""
+    hosted = getattr(patcher, "model", None)
+    if not isinstance(hosted, Hosted):
+        raise ValueError(f"'{name}' must come from a MovingBG loader, got {type(patcher).__name__}")
+    return hosted.module
+
+
 def hosted_patcher(module: torch.nn.Module) -> "comfy.model_patcher.ModelPatcher":
     """A ModelPatcher around ``module`` (on the CPU; ``load_models_gpu`` moves it when needed)."""
     module.eval()
@@ -144,7 +152,7 @@ class PatchedWeights:
 def load_to_device(patcher: "comfy.model_patcher.ModelPatcher"):
     """``load_models_gpu`` then return (our module, device) ready for inference."""
     mm.load_models_gpu([patcher])
-    return patcher.model.module, patcher.load_device
+    return hosted_module(patcher), patcher.load_device
 
 
 def onnx_device() -> str:

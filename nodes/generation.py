@@ -19,7 +19,7 @@ from ..movingbg.pipelines.planner import plan_progressive
 from ..movingbg.pipelines.sampling import SchedulerOptions
 from ..movingbg.preprocess.retarget import pose_distance
 from ..movingbg.types import MotionInput, ReferenceInput
-from ._models import PatchedWeights, hosted_patcher, load_to_device, torch_patcher
+from ._models import PatchedWeights, hosted_module, hosted_patcher, load_to_device, torch_patcher
 from ._types import CATEGORY, MODEL, MOTION, POSE_KEYPOINT, REFERENCE
 from ._util import image_to_frames, interrupt_check
 from .pose import parse_pose
@@ -288,7 +288,7 @@ class MovingBGSampler:
 
     def sample(self, movingbg_model, reference, motion, vae, seed, steps, cfg, clip_length, sampler, handover,
                first_condition, fg_strength, bg_strength, cfg_mode):
-        config = movingbg_model.model.module.config
+        config = hosted_module(movingbg_model).config
         w, h = motion.size
         if (w, h) != reference.size:
             raise ValueError(f"'motion' frames are {w}x{h} but 'reference' is {reference.size[0]}x{reference.size[1]};"

@@ -6,12 +6,11 @@ import logging
 
 import numpy as np
 
-from ..movingbg.models.config import MovingBGConfig
 from ..movingbg.preprocess.camera import camera_tracks
 from ..movingbg.preprocess.track_render import render_tracks
 from ..movingbg.preprocess.tracks import make_queries, track_klt, track_points_to_tracks
 from ..movingbg.types import Tracks
-from ._models import load_to_device, torch_patcher, weight_path
+from ._models import hosted_module, load_to_device, torch_patcher, weight_path
 from ._types import CATEGORY, MODEL, TRACKS
 from ._util import (check_same_frames, frames_to_image, image_to_frames, interrupt_check, mask_to_alpha,
                     progress_and_interrupt, warn)
@@ -162,10 +161,7 @@ class MovingBGRenderTracks:
         if not isinstance(tracks, Tracks):
             raise ValueError(f"'tracks' must be MOVINGBG_TRACKS, got {type(tracks).__name__}")
         if movingbg_model is not None:
-            config = getattr(getattr(getattr(movingbg_model, "model", None), "module", None), "config", None)
-            if not isinstance(config, MovingBGConfig):
-                raise ValueError("'movingbg_model' must come from MovingBG Load Model, got "
-                                 f"{type(movingbg_model).__name__}")
+            config = hosted_module(movingbg_model).config
             if config.track_trail != trail:
                 logger.info("MovingBG Render Tracks: trail %d (the model's) instead of the widget's %d",
                             config.track_trail, trail)
