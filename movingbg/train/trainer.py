@@ -132,7 +132,9 @@ def build_model(config: TrainConfig, model_config: MovingBGConfig) -> MovingBGMo
     if config.init == "bundle":
         from ..models.bundle import load_bundle
 
-        return load_bundle(config.init_path, dtype=torch.float32)
+        net = load_bundle(config.init_path, dtype=torch.float32)
+        net.config = model_config  # the bundle's own (TrainConfig.model_config), with the run's track_trail
+        return net
     if config.init == "moore":
         from ..models.build import build_from_moore
 
@@ -194,8 +196,6 @@ class Trainer:
         accelerate.utils.set_seed(config.seed)
         self.device = self.accelerator.device
         self.net = build_model(config, model_config)
-        if self.net.config.track_trail != model_config.track_trail:  # a bundle fine-tuned with another trail
-            self.net.config = self.net.config.replace(track_trail=model_config.track_trail)
         self.model_config = self.net.config
         self.trainable = self._configure_parameters()
         self._load_encoders()
