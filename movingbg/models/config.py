@@ -177,9 +177,8 @@ class MovingBGConfig:
         vae_scale_factor: latent scale of the VAE the model was trained with (SD1.5: 0.18215).
         track_trail: how the track maps this model reads are drawn: each track's previous
             ``track_trail`` positions as a line fading with age behind its disc (MovingBG Render Tracks
-            ``trail``; 0 = discs only). A trail shows the encoder where each background point came
-            from, which a disc alone cannot (temporal attention only compares the same pixel across
-            frames). Draw inference maps with the same value.
+            ``trail``; 0 = discs only), so a map also shows where each point came from. Inference maps
+            must be drawn with the same value (Render Tracks does, with the model connected).
     """
 
     unet: Mapping[str, Any] = field(default_factory=lambda: dict(SD15_UNET))
