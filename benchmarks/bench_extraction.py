@@ -31,8 +31,6 @@ def _clip(frames: int, size: int):
 
 
 def stage(name: str, frames: int, size: int) -> dict:
-    import numpy as np
-
     clip = _clip(frames, size)
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     t0 = time.perf_counter()

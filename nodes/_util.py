@@ -7,7 +7,7 @@ The core works on numpy ``(T, H, W, 3)`` uint8 frames and ``(T, H, W)`` float32 
 from __future__ import annotations
 
 import logging
-from typing import Callable, Optional
+from typing import Callable
 
 import numpy as np
 import torch

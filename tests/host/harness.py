@@ -9,13 +9,12 @@ from __future__ import annotations
 import asyncio
 import importlib
 import inspect
-import os
 import sys
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from movingbg.host import PACK_DIR, PACK_NAME, ensure_comfyui, link_pack
+from movingbg.host import ensure_comfyui, link_pack
 
 
 

@@ -7,7 +7,6 @@ import pytest
 import torch
 from PIL import Image
 
-from movingbg.io.video import write_video
 from movingbg.synth.scene import make_clip
 
 
