@@ -1,0 +1,225 @@
+"""Which inputs does a trained model use? ``python -m movingbg.repro.probe MODEL --vae VAE``.
+
+Generating and scoring a video (:mod:`.experiment`) takes minutes per clip and mixes every effect of
+sampling; this probe asks one question per input, in seconds: noise clips of the synthetic test split
+to timestep ``t``, let the model predict the clean latents (x0) in one step, and compare the error
+with every input given against the error with one input withheld (track maps, pose maps, the
+condition frame, the reference bank). An input the model uses raises the error when withheld; one it
+ignores leaves it where it is (issue 6: the background encoder of the miniature model).
+
+The table also gives a model-free yardstick: the error of *copying the condition frame* into every
+frame (what a model that uses the condition but no motion guidance could reach at high noise).
+Errors are mean squared errors of scaled latents over the clip's frames after the condition frame,
+on all latent pixels and on the background ones (no part of the figure in the latent pixel's 8 x 8
+block).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+import numpy as np
+import torch
+
+from .world import TEST_SEED0, camera_of
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["ProbeOptions", "probe_inputs", "format_probe", "probe_clip", "WITHHELD"]
+
+WITHHELD = ("track_maps", "pose_maps", "condition", "reference")
+"""The inputs the probe withholds one at a time (each only when the model has it)."""
+
+
+@dataclass(frozen=True)
+class ProbeOptions:
+    """What the probe runs on.
+
+    Attributes:
+        clips: test clips (seeds ``TEST_SEED0 + k``).
+        frames: frames per clip, condition frame included (one generation clip).
+        size: frame size in pixels (the model's training size).
+        timesteps: noise levels (0..999) of the one-step predictions.
+        background_only: clips of the same world without the figure (the tracks are then the only motion cue).
+        num_tracks: guidance tracks per clip.
+        seed: seed of the noise.
+    """
+
+    clips: int = 6
+    frames: int = 8
+    size: int = 64
+    timesteps: Sequence[int] = field(default=(900, 600, 300))
+    background_only: bool = False
+    num_tracks: int = 40
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name, low in (("clips", 1), ("frames", 2), ("size", 8), ("num_tracks", 1)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"ProbeOptions.{name} must be an int >= {low}, got {value!r}")
+        if self.size % 8:
+            raise ValueError(f"ProbeOptions.size must be a multiple of 8, got {self.size}")
+        ts = tuple(self.timesteps)
+        if not ts or any(isinstance(t, bool) or not isinstance(t, int) or not 0 <= t <= 999 for t in ts):
+            raise ValueError(f"ProbeOptions.timesteps must be ints in 0..999, got {self.timesteps!r}")
+        object.__setattr__(self, "timesteps", ts)
+
+
+def probe_clip(seed: int, o: ProbeOptions) -> dict[str, Any]:
+    """Test clip ``seed`` with its guidance (as :func:`.experiment.driving_inputs`; without the figure
+    when ``o.background_only``)."""
+    from ..preprocess.pose_format import FramePose, PersonPose
+    from ..preprocess.pose_render import render_pose
+    from ..preprocess.tracks import select_tracks
+    from ..synth.scene import gt_tracks, make_clip
+
+    camera = camera_of(seed, o.size)
+    if o.background_only:
+        for key in ("figure_height", "sway", "sway_period"):
+            camera.pop(key, None)
+    clip = make_clip(seed=int(seed), num_frames=o.frames, width=o.size, height=o.size,
+                     figure=not o.background_only, **camera)
+    step = o.size / 10.0
+    grid = np.arange(step / 2, o.size, step)
+    tracks = gt_tracks(clip, np.stack(np.meshgrid(grid, grid), -1).reshape(-1, 2))
+    tracks = select_tracks(tracks, min(o.num_tracks, tracks.num_tracks), np.random.default_rng(seed))
+    if o.background_only:
+        pose = np.zeros((o.frames, o.size, o.size, 3), np.uint8)
+    else:
+        pose = np.stack([render_pose(FramePose(o.size, o.size, (PersonPose(kp),))) for kp in clip.keypoints])
+    return {"clip": clip, "tracks": tracks, "pose_maps": pose}
+
+
+def _maps(a: np.ndarray) -> torch.Tensor:
+    """``(F, H, W, 3)`` uint8 -> ``(1, 3, F, H, W)`` in 0..1."""
+    return torch.from_numpy(np.ascontiguousarray(a)).permute(3, 0, 1, 2)[None].float() / 255.0
+
+
+@torch.no_grad()
+def probe_inputs(model, vae, o: ProbeOptions = ProbeOptions()) -> dict[str, Any]:
+    """One-step x0 errors of ``model`` with all inputs and with each input withheld.
+
+    Args:
+        model: a :class:`~movingbg.models.generator.MovingBGModel` (eval mode, float32, CPU or GPU).
+        vae: the VAE it was trained with (:func:`movingbg.train.encoders.load_vae`).
+        o: :class:`ProbeOptions`.
+
+    Returns:
+        ``{"rows": {name: {t: [all, background]}}, "copy_condition": [all, background], "options": o}``;
+        rows ``"all inputs"`` and ``"<input> withheld"`` for each of :data:`WITHHELD` the model has.
+    """
+    from ..pipelines.sampling import make_scheduler
+    from ..preprocess.track_render import render_tracks
+    from ..train.encoders import encode_latents
+
+    cfg = model.config
+    v_pred = cfg.prediction_type == "v_prediction"
+    sched = make_scheduler("ddim", prediction_type=cfg.prediction_type, beta_schedule=cfg.beta_schedule,
+                           rescale_betas_zero_snr=v_pred)
+    scale = float(cfg.vae_scale_factor)
+    device, dtype = model.device, model.dtype
+    available = {"track_maps": cfg.use_bg, "pose_maps": cfg.use_fg, "condition": cfg.use_concat,
+                 "reference": model.reference_unet is not None}
+    variants = ["all inputs"] + [f"{name} withheld" for name in WITHHELD if available[name]]
+    sums: dict[str, dict[int, np.ndarray]] = {v: {t: np.zeros(2) for t in o.timesteps} for v in variants}
+    copy = np.zeros(2)
+    gen = torch.Generator().manual_seed(o.seed)
+    for k in range(o.clips):
+        inp = probe_clip(TEST_SEED0 + k, o)
+        clip = inp["clip"]
+        x = torch.from_numpy(clip.frames).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+        z = encode_latents(vae, x, scale).float()  # (F, 4, h, w)
+        x0 = z.permute(1, 0, 2, 3)[None]  # (1, 4, F, h, w)
+        h, w = x0.shape[-2:]
+        figure = torch.from_numpy(clip.alpha[1:]).float()[:, None]
+        figure = torch.nn.functional.adaptive_max_pool2d(figure, (h, w))[:, 0]  # (F-1, h, w)
+        bg = (figure < 0.05).float()[None, None]  # (1, 1, F-1, h, w)
+
+        def errors(pred: torch.Tensor) -> np.ndarray:
+            sq = (pred[:, :, 1:] - x0[:, :, 1:]) ** 2
+            background = float((sq * bg).sum() / (bg.sum() * sq.shape[1]).clamp(min=1.0))
+            return np.array([float(sq.mean()), background])
+
+        copy += errors(x0[:, :, :1].expand_as(x0))
+        inputs = {"cond_latent": z[:1], "pose_maps": _maps(inp["pose_maps"]),
+                  "track_maps": _maps(render_tracks(inp["tracks"], trail=cfg.track_trail))}
+        bank = model.encode_reference(z[:1].to(device, dtype)) if available["reference"] else None
+        for t in o.timesteps:
+            noise = torch.randn(x0.shape, generator=gen)
+            tt = torch.tensor([t])
+            xt = sched.add_noise(x0, noise, tt)
+            a = float(sched.alphas_cumprod[t]) ** 0.5
+            s = (1.0 - float(sched.alphas_cumprod[t])) ** 0.5
+            for variant in variants:
+                kw = {"cond_latent": inputs["cond_latent"] if cfg.use_concat else None,
+                      "pose_maps": inputs["pose_maps"] if cfg.use_fg else None,
+                      "track_maps": inputs["track_maps"] if cfg.use_bg else None, "bank": bank}
+                if variant == "condition withheld":
+                    kw["cond_latent"] = None
+                elif variant == "reference withheld":
+                    kw["bank"] = None
+                elif variant != "all inputs":
+                    kw[variant.split()[0]] = None
+                kw = {key: (val.to(device, dtype) if isinstance(val, torch.Tensor) else val) for key, val in kw.items()}
+                out = model(xt.to(device, dtype), tt.to(device), **kw).float().cpu()
+                pred = a * xt - s * out if v_pred else (xt - s * out) / max(a, 1e-4)
+                sums[variant][t] += errors(pred)
+    rows = {v: {t: (sums[v][t] / o.clips).tolist() for t in o.timesteps} for v in variants}
+    return {"rows": rows, "copy_condition": (copy / o.clips).tolist(), "options": o}
+
+
+def format_probe(result: Mapping[str, Any]) -> str:
+    """Markdown table of :func:`probe_inputs`' result: one row per variant, ``all / background`` per timestep."""
+    o: ProbeOptions = result["options"]
+    head = "| inputs | " + " | ".join(f"x0 error t={t} (all / bg)" for t in o.timesteps) + " |"
+    lines = [head, "|" + "---|" * (len(o.timesteps) + 1)]
+    for name, row in result["rows"].items():
+        lines.append(f"| {name} | " + " | ".join(f"{row[t][0]:.4f} / {row[t][1]:.4f}" for t in o.timesteps) + " |")
+    c = result["copy_condition"]
+    lines.append("| *copy the condition frame (no model)* | " + " | ".join(f"{c[0]:.4f} / {c[1]:.4f}"
+                                                                            for _ in o.timesteps) + " |")
+    world = "background-only clips" if o.background_only else "clips"
+    lines.append(f"\n{o.clips} synthetic test {world} x {o.frames} frames at {o.size} px; errors = mean squared "
+                 f"error of the one-step x0 prediction in scaled-latent units, frames after the condition frame.")
+    return "\n".join(lines)
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m movingbg.repro.probe", description=__doc__.split("\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    ap.add_argument("model", help="MovingBG bundle (.safetensors)")
+    ap.add_argument("--vae", required=True, help="the VAE the model was trained with (.safetensors)")
+    ap.add_argument("--clips", type=int, default=ProbeOptions.clips, help="test clips (default 6)")
+    ap.add_argument("--frames", type=int, default=ProbeOptions.frames, help="frames per clip (default 8)")
+    ap.add_argument("--size", type=int, default=ProbeOptions.size, help="frame size the model was trained at (default 64)")
+    ap.add_argument("--timesteps", default="900,600,300", help="comma-separated noise levels (default 900,600,300)")
+    ap.add_argument("--background-only", action="store_true", help="clips without the figure")
+    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    from ..models.bundle import load_bundle
+    from ..train.encoders import load_vae
+
+    try:
+        timesteps = tuple(int(t) for t in args.timesteps.split(",") if t.strip())
+        options = ProbeOptions(clips=args.clips, frames=args.frames, size=args.size, timesteps=timesteps,
+                               background_only=args.background_only)
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        model = load_bundle(args.model, dtype=torch.float32).eval()
+        vae = load_vae(args.vae)
+    except (ValueError, OSError) as exc:
+        logger.error("error: %s", exc)
+        return 2
+    print(format_probe(probe_inputs(model, vae, options)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
