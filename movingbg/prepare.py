@@ -676,8 +676,11 @@ def _retry_after_crash(in_flight: list[tuple], attempts: Counter, queue: deque, 
     for task in in_flight:
         attempts[task] += 1
         if attempts[task] >= _MAX_ATTEMPTS:
-            progress.record((task[2], task[3], f"a worker process died {attempts[task]} times while "
-                                               "preparing this video (out of memory?)"))
+            progress.record((task[2], task[3], f"a worker process died {attempts[task]} times while preparing "
+                                               "this video (killed for memory? its own error, if any, is printed "
+                                               "above; a script that calls prepare_folder with workers > 1 must "
+                                               "keep its top-level code under `if __name__ == '__main__':`, as "
+                                               "the workers are spawned and import it)"))
         else:
             queue.appendleft(task)
 

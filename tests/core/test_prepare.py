@@ -228,3 +228,27 @@ def test_dead_worker_process_is_replaced_and_its_videos_retried(videos, tmp_path
     report = prepare_folder(folder, tmp_path / "cache", OPTS, workers=2, progress=False)
     assert marker.exists(), "the worker was killed once"
     assert sorted(report.done) == ["a", "sub__b"] and [r for r, _ in report.failed] == ["broken.mp4"]
+
+
+def test_a_script_without_a_main_guard_is_told_why_its_workers_die(tmp_path):
+    """Workers are spawned and import the calling script; an unguarded script makes every worker die while
+    importing it. The report names that cause, not only memory."""
+    import subprocess
+    import sys
+
+    for name, seed in (("a", 1), ("b", 2)):
+        write_synthetic(tmp_path / "videos", name, seed, frames=6)
+    script = tmp_path / "unguarded.py"
+    script.write_text(
+        "import json, sys\n"
+        "from movingbg.prepare import PrepareOptions, prepare_folder\n"
+        f"report = prepare_folder({str(tmp_path / 'videos')!r}, {str(tmp_path / 'cache')!r}, "
+        "PrepareOptions(width=64, height=64, pose='none', num_points=8), workers=2, progress=False)\n"
+        "print(json.dumps(report.failed))\n")
+    root = Path(prep.__file__).resolve().parents[1]
+    run = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300,
+                         cwd=tmp_path, env={**__import__("os").environ, "PYTHONPATH": str(root)})
+    assert run.returncode == 0, run.stderr[-2000:]
+    failed = json.loads(run.stdout.strip().splitlines()[-1])
+    assert sorted(video for video, _ in failed) == ["a.mp4", "b.mp4"]
+    assert all("if __name__ == '__main__':" in error and "memory" in error for _, error in failed)
