@@ -32,7 +32,7 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
-from .world import TEST_SEED0, world_clip, write_videos
+from .world import TEST_SEED0, camera_of, world_clip, write_videos
 
 logger = logging.getLogger(__name__)
 
@@ -224,18 +224,33 @@ def train_stage(workdir: Path, o: ReproOptions, variant: str, vae: Path, vae_sca
 def driving_inputs(seed: int, o: ReproOptions) -> dict[str, Any]:
     """Driving clip ``seed`` with its guidance: pose renders and background tracks (drawn into maps by
     :func:`generate_video` the way the model was trained)."""
+    return world_inputs(seed, o.test_frames, o.size, o.num_tracks)
+
+
+def world_inputs(seed: int, frames: int, size: int, num_tracks: int, figure: bool = True) -> dict[str, Any]:
+    """Clip ``seed`` of the world (``figure=False``: the same camera over the background alone) with its
+    pose renders (black without the figure) and ``num_tracks`` ground-truth background tracks from a
+    10 x 10 grid."""
     from ..preprocess.pose_format import FramePose, PersonPose
     from ..preprocess.pose_render import render_pose
     from ..preprocess.tracks import select_tracks
-    from ..synth.scene import gt_tracks
+    from ..synth.scene import gt_tracks, make_clip
 
-    clip = world_clip(seed, o.test_frames, o.size)
-    step = o.size / 10.0
-    g = np.arange(step / 2, o.size, step)
+    if figure:
+        clip = world_clip(seed, frames, size)
+    else:
+        camera = {k: v for k, v in camera_of(seed, size).items() if k not in ("figure_height", "sway", "sway_period")}
+        clip = make_clip(seed=int(seed), num_frames=int(frames), width=int(size), height=int(size), figure=False,
+                         **camera)
+    step = size / 10.0
+    g = np.arange(step / 2, size, step)
     points = np.stack(np.meshgrid(g, g), -1).reshape(-1, 2)
     tracks = gt_tracks(clip, points)
-    tracks = select_tracks(tracks, min(o.num_tracks, tracks.num_tracks), np.random.default_rng(seed))
-    pose = np.stack([render_pose(FramePose(o.size, o.size, (PersonPose(kp),))) for kp in clip.keypoints])
+    tracks = select_tracks(tracks, min(num_tracks, tracks.num_tracks), np.random.default_rng(seed))
+    if figure:
+        pose = np.stack([render_pose(FramePose(size, size, (PersonPose(kp),))) for kp in clip.keypoints])
+    else:
+        pose = np.zeros((clip.num_frames, size, size, 3), np.uint8)
     return {"clip": clip, "tracks": tracks, "pose_maps": pose}
 
 

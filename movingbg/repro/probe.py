@@ -26,7 +26,7 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
-from .world import TEST_SEED0, camera_of
+from .world import TEST_SEED0
 
 logger = logging.getLogger(__name__)
 
@@ -72,28 +72,11 @@ class ProbeOptions:
 
 
 def probe_clip(seed: int, o: ProbeOptions) -> dict[str, Any]:
-    """Test clip ``seed`` with its guidance (as :func:`.experiment.driving_inputs`; without the figure
-    when ``o.background_only``)."""
-    from ..preprocess.pose_format import FramePose, PersonPose
-    from ..preprocess.pose_render import render_pose
-    from ..preprocess.tracks import select_tracks
-    from ..synth.scene import gt_tracks, make_clip
+    """Test clip ``seed`` with its guidance (:func:`.experiment.world_inputs`; without the figure when
+    ``o.background_only``)."""
+    from .experiment import world_inputs
 
-    camera = camera_of(seed, o.size)
-    if o.background_only:
-        for key in ("figure_height", "sway", "sway_period"):
-            camera.pop(key, None)
-    clip = make_clip(seed=int(seed), num_frames=o.frames, width=o.size, height=o.size,
-                     figure=not o.background_only, **camera)
-    step = o.size / 10.0
-    grid = np.arange(step / 2, o.size, step)
-    tracks = gt_tracks(clip, np.stack(np.meshgrid(grid, grid), -1).reshape(-1, 2))
-    tracks = select_tracks(tracks, min(o.num_tracks, tracks.num_tracks), np.random.default_rng(seed))
-    if o.background_only:
-        pose = np.zeros((o.frames, o.size, o.size, 3), np.uint8)
-    else:
-        pose = np.stack([render_pose(FramePose(o.size, o.size, (PersonPose(kp),))) for kp in clip.keypoints])
-    return {"clip": clip, "tracks": tracks, "pose_maps": pose}
+    return world_inputs(seed, o.frames, o.size, o.num_tracks, figure=not o.background_only)
 
 
 def _maps(a: np.ndarray) -> torch.Tensor:
