@@ -47,7 +47,7 @@ class ProbeOptions:
         timesteps: noise levels (0..999) of the one-step predictions.
         background_only: clips of the same world without the figure (the tracks are then the only motion cue).
         num_tracks: guidance tracks per clip.
-        seed: seed of the noise.
+        seed: seed of the noise (the noise of clip ``k`` at timestep ``t`` depends only on ``seed``, ``k``, ``t``).
     """
 
     clips: int = 6
@@ -112,7 +112,6 @@ def probe_inputs(model, vae, o: ProbeOptions = ProbeOptions()) -> dict[str, Any]
     variants = ["all inputs"] + [f"{name} withheld" for name in WITHHELD if available[name]]
     sums: dict[str, dict[int, np.ndarray]] = {v: {t: np.zeros(2) for t in o.timesteps} for v in variants}
     copy = np.zeros(2)
-    gen = torch.Generator().manual_seed(o.seed)
     for k in range(o.clips):
         inp = probe_clip(TEST_SEED0 + k, o)
         clip = inp["clip"]
@@ -134,6 +133,8 @@ def probe_inputs(model, vae, o: ProbeOptions = ProbeOptions()) -> dict[str, Any]
                   "track_maps": _maps(render_tracks(inp["tracks"], trail=cfg.track_trail))}
         bank = model.encode_reference(z[:1].to(device, dtype)) if available["reference"] else None
         for t in o.timesteps:
+            # the noise of (clip, t) does not depend on which other timesteps are probed
+            gen = torch.Generator().manual_seed(o.seed * 1_000_003 + k * 1_000 + t)
             noise = torch.randn(x0.shape, generator=gen)
             tt = torch.tensor([t])
             xt = sched.add_noise(x0, noise, tt)

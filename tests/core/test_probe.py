@@ -49,6 +49,8 @@ def test_the_shipped_model_reads_the_pose_and_the_condition_frame(vae):
     assert rows["pose_maps withheld"] > 1.05 * rows["all inputs"], rows
     assert rows["condition withheld"] > 1.5 * rows["all inputs"], rows
     assert rows["all inputs"] < res["copy_condition"][0], (rows, res["copy_condition"])
+    alone = probe_inputs(model, vae, ProbeOptions(clips=2, timesteps=(300, T)))
+    assert alone["rows"]["all inputs"][T] == res["rows"]["all inputs"][T]  # same noise whatever else is probed
     table = format_probe(res)
     assert "| pose_maps withheld |" in table and "copy the condition frame" in table
 
