@@ -79,11 +79,6 @@ def probe_clip(seed: int, o: ProbeOptions) -> dict[str, Any]:
     return world_inputs(seed, o.frames, o.size, o.num_tracks, figure=not o.background_only)
 
 
-def _maps(a: np.ndarray) -> torch.Tensor:
-    """``(F, H, W, 3)`` uint8 -> ``(1, 3, F, H, W)`` in 0..1."""
-    return torch.from_numpy(np.ascontiguousarray(a)).permute(3, 0, 1, 2)[None].float() / 255.0
-
-
 @torch.no_grad()
 def probe_inputs(model, vae, o: ProbeOptions = ProbeOptions()) -> dict[str, Any]:
     """One-step x0 errors of ``model`` with all inputs and with each input withheld.
@@ -100,6 +95,10 @@ def probe_inputs(model, vae, o: ProbeOptions = ProbeOptions()) -> dict[str, Any]
     from ..pipelines.sampling import make_scheduler
     from ..preprocess.track_render import render_tracks
     from ..train.encoders import encode_latents
+    from .experiment import _maps
+
+    def maps(a: np.ndarray) -> torch.Tensor:  # (F, H, W, 3) uint8 -> (1, 3, F, H, W) in 0..1
+        return _maps(a).permute(1, 0, 2, 3)[None]
 
     cfg = model.config
     v_pred = cfg.prediction_type == "v_prediction"
@@ -125,12 +124,13 @@ def probe_inputs(model, vae, o: ProbeOptions = ProbeOptions()) -> dict[str, Any]
 
         def errors(pred: torch.Tensor) -> np.ndarray:
             sq = (pred[:, :, 1:] - x0[:, :, 1:]) ** 2
-            background = float((sq * bg).sum() / (bg.sum() * sq.shape[1]).clamp(min=1.0))
+            covered = float(bg.sum()) * sq.shape[1]  # no background pixel at all: undefined, not 0
+            background = float((sq * bg).sum()) / covered if covered else float("nan")
             return np.array([float(sq.mean()), background])
 
         copy += errors(x0[:, :, :1].expand_as(x0))
-        inputs = {"cond_latent": z[:1], "pose_maps": _maps(inp["pose_maps"]),
-                  "track_maps": _maps(render_tracks(inp["tracks"], trail=cfg.track_trail))}
+        inputs = {"cond_latent": z[:1], "pose_maps": maps(inp["pose_maps"]),
+                  "track_maps": maps(render_tracks(inp["tracks"], trail=cfg.track_trail))}
         bank = model.encode_reference(z[:1].to(device, dtype)) if available["reference"] else None
         for t in o.timesteps:
             # the noise of (clip, t) does not depend on which other timesteps are probed
@@ -201,7 +201,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     except (ValueError, OSError) as exc:
         logger.error("error: %s", exc)
         return 2
-    print(format_probe(probe_inputs(model, vae, options)))
+    sys.stdout.write(format_probe(probe_inputs(model, vae, options)) + "\n")
     return 0
 
 
