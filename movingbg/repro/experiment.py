@@ -32,7 +32,7 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
-from .world import TEST_SEED0, camera_of, world_clip, write_videos
+from .world import TEST_SEED0, world_clip, write_videos
 
 logger = logging.getLogger(__name__)
 
@@ -234,14 +234,9 @@ def world_inputs(seed: int, frames: int, size: int, num_tracks: int, figure: boo
     from ..preprocess.pose_format import FramePose, PersonPose
     from ..preprocess.pose_render import render_pose
     from ..preprocess.tracks import select_tracks
-    from ..synth.scene import gt_tracks, make_clip
+    from ..synth.scene import gt_tracks
 
-    if figure:
-        clip = world_clip(seed, frames, size)
-    else:
-        camera = {k: v for k, v in camera_of(seed, size).items() if k not in ("figure_height", "sway", "sway_period")}
-        clip = make_clip(seed=int(seed), num_frames=int(frames), width=int(size), height=int(size), figure=False,
-                         **camera)
+    clip = world_clip(seed, frames, size, figure=figure)
     step = size / 10.0
     g = np.arange(step / 2, size, step)
     points = np.stack(np.meshgrid(g, g), -1).reshape(-1, 2)

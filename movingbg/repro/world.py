@@ -38,10 +38,11 @@ def camera_of(seed: int, size: int) -> dict:
             "sway_period": float(rng.uniform(20.0, 32.0))}
 
 
-def world_clip(seed: int, num_frames: int, size: int) -> SynthClip:
-    """Clip ``seed`` of the world at ``size x size`` pixels."""
+def world_clip(seed: int, num_frames: int, size: int, figure: bool = True) -> SynthClip:
+    """Clip ``seed`` of the world at ``size x size`` pixels (``figure=False``: the same background and camera
+    without the figure)."""
     return make_clip(seed=int(seed), num_frames=int(num_frames), width=int(size), height=int(size),
-                     **camera_of(seed, size))
+                     figure=bool(figure), **camera_of(seed, size))
 
 
 def write_videos(folder: os.PathLike | str, seeds: Iterable[int], num_frames: int, size: int,
