@@ -7,8 +7,12 @@ with every input given against the error with one input withheld (track maps, po
 condition frame, the reference bank). An input the model uses raises the error when withheld; one it
 ignores leaves it where it is (issue 6: the background encoder of the miniature model).
 
-The table also gives a model-free yardstick: the error of *copying the condition frame* into every
-frame (what a model that uses the condition but no motion guidance could reach at high noise).
+The table also gives two model-free yardsticks that bracket what the tracks are worth: the error of
+*copying the condition frame* into every frame (the condition used, the motion guidance not), and of
+*warping the condition frame along the guidance tracks* (each frame = the condition frame moved by the
+similarity transform -- shift, scale, rotation -- that the clip's guidance tracks imply since the
+condition frame; the figure is moved with it, so read its background column). A model that reads its
+tracks can get below the copy, towards the warp.
 Errors are mean squared errors of scaled latents over the clip's frames after the condition frame,
 on all latent pixels and on the background ones (no part of the figure in the latent pixel's 8 x 8
 block).
@@ -30,7 +34,7 @@ from .world import TEST_SEED0
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ProbeOptions", "probe_inputs", "format_probe", "probe_clip", "WITHHELD"]
+__all__ = ["ProbeOptions", "probe_inputs", "format_probe", "probe_clip", "warp_along_tracks", "WITHHELD"]
 
 WITHHELD = ("track_maps", "pose_maps", "condition", "reference")
 """The inputs the probe withholds one at a time (each only when the model has it)."""
@@ -89,8 +93,9 @@ def probe_inputs(model, vae, o: ProbeOptions = ProbeOptions()) -> dict[str, Any]
         o: :class:`ProbeOptions`.
 
     Returns:
-        ``{"rows": {name: {t: [all, background]}}, "copy_condition": [all, background], "options": o}``;
-        rows ``"all inputs"`` and ``"<input> withheld"`` for each of :data:`WITHHELD` the model has.
+        ``{"rows": {name: {t: [all, background]}}, "copy_condition": [all, background],
+        "warp_condition": [all, background], "options": o}``; rows ``"all inputs"`` and
+        ``"<input> withheld"`` for each of :data:`WITHHELD` the model has.
     """
     from ..pipelines.sampling import make_scheduler
     from ..preprocess.track_render import render_tracks
@@ -110,7 +115,7 @@ def probe_inputs(model, vae, o: ProbeOptions = ProbeOptions()) -> dict[str, Any]
                  "reference": model.reference_unet is not None}
     variants = ["all inputs"] + [f"{name} withheld" for name in WITHHELD if available[name]]
     sums: dict[str, dict[int, np.ndarray]] = {v: {t: np.zeros(2) for t in o.timesteps} for v in variants}
-    copy = np.zeros(2)
+    copy, warp = np.zeros(2), np.zeros(2)
     for k in range(o.clips):
         inp = probe_clip(TEST_SEED0 + k, o)
         clip = inp["clip"]
@@ -129,6 +134,9 @@ def probe_inputs(model, vae, o: ProbeOptions = ProbeOptions()) -> dict[str, Any]
             return np.array([float(sq.mean()), background])
 
         copy += errors(x0[:, :, :1].expand_as(x0))
+        moved = warp_along_tracks(clip.frames[0], inp["tracks"])
+        zw = encode_latents(vae, torch.from_numpy(moved).permute(0, 3, 1, 2).float() / 127.5 - 1.0, scale).float()
+        warp += errors(zw.permute(1, 0, 2, 3)[None])
         inputs = {"cond_latent": z[:1], "pose_maps": maps(inp["pose_maps"]),
                   "track_maps": maps(render_tracks(inp["tracks"], trail=cfg.track_trail))}
         bank = model.encode_reference(z[:1].to(device, dtype)) if available["reference"] else None
@@ -155,7 +163,31 @@ def probe_inputs(model, vae, o: ProbeOptions = ProbeOptions()) -> dict[str, Any]
                 pred = a * xt - s * out if v_pred else (xt - s * out) / max(a, 1e-4)
                 sums[variant][t] += errors(pred)
     rows = {v: {t: (sums[v][t] / o.clips).tolist() for t in o.timesteps} for v in variants}
-    return {"rows": rows, "copy_condition": (copy / o.clips).tolist(), "options": o}
+    return {"rows": rows, "copy_condition": (copy / o.clips).tolist(), "warp_condition": (warp / o.clips).tolist(),
+            "options": o}
+
+
+def warp_along_tracks(frame: np.ndarray, tracks) -> np.ndarray:
+    """``(F, H, W, 3)``: ``frame`` (the condition frame, frame 0 of ``tracks``) moved into every frame by
+    the similarity transform (shift, uniform scale, rotation) fitted to the tracks visible in frame 0 and
+    that frame; a frame with fewer than 2 such tracks gets ``frame`` unmoved. Uncovered borders repeat
+    the edge pixels."""
+    import cv2
+
+    h, w = frame.shape[:2]
+    out = [frame]
+    for t in range(1, tracks.num_frames):
+        both = tracks.visible[0] & tracks.visible[t]
+        matrix = None
+        if both.sum() >= 2:
+            src = tracks.points[0][both].astype(np.float32)
+            dst = tracks.points[t][both].astype(np.float32)
+            matrix, _ = cv2.estimateAffinePartial2D(src, dst, method=cv2.LMEDS)
+        if matrix is None:
+            out.append(frame)
+            continue
+        out.append(cv2.warpAffine(frame, matrix, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE))
+    return np.stack(out)
 
 
 def format_probe(result: Mapping[str, Any]) -> str:
@@ -165,9 +197,9 @@ def format_probe(result: Mapping[str, Any]) -> str:
     lines = [head, "|" + "---|" * (len(o.timesteps) + 1)]
     for name, row in result["rows"].items():
         lines.append(f"| {name} | " + " | ".join(f"{row[t][0]:.4f} / {row[t][1]:.4f}" for t in o.timesteps) + " |")
-    c = result["copy_condition"]
-    lines.append("| *copy the condition frame (no model)* | " + " | ".join(f"{c[0]:.4f} / {c[1]:.4f}"
-                                                                            for _ in o.timesteps) + " |")
+    for label, (e_all, e_bg) in (("copy the condition frame", result["copy_condition"]),
+                                 ("warp the condition frame along the tracks", result["warp_condition"])):
+        lines.append(f"| *{label} (no model)* | " + " | ".join(f"{e_all:.4f} / {e_bg:.4f}" for _ in o.timesteps) + " |")
     world = "background-only clips" if o.background_only else "clips"
     lines.append(f"\n{o.clips} synthetic test {world} x {o.frames} frames at {o.size} px; errors = mean squared "
                  f"error of the one-step x0 prediction in scaled-latent units, frames after the condition frame.")
