@@ -199,7 +199,8 @@ def format_probe(result: Mapping[str, Any]) -> str:
         lines.append(f"| {name} | " + " | ".join(f"{row[t][0]:.4f} / {row[t][1]:.4f}" for t in o.timesteps) + " |")
     for label, (e_all, e_bg) in (("copy the condition frame", result["copy_condition"]),
                                  ("warp the condition frame along the tracks", result["warp_condition"])):
-        lines.append(f"| *{label} (no model)* | " + " | ".join(f"{e_all:.4f} / {e_bg:.4f}" for _ in o.timesteps) + " |")
+        cell = f"{e_all:.4f} / {e_bg:.4f}"
+        lines.append(f"| *{label} (no model)* | " + " | ".join(cell for _ in o.timesteps) + " |")
     world = "background-only clips" if o.background_only else "clips"
     lines.append(f"\n{o.clips} synthetic test {world} x {o.frames} frames at {o.size} px; errors = mean squared "
                  f"error of the one-step x0 prediction in scaled-latent units, frames after the condition frame.")
@@ -213,7 +214,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--vae", required=True, help="the VAE the model was trained with (.safetensors)")
     ap.add_argument("--clips", type=int, default=ProbeOptions.clips, help="test clips (default 6)")
     ap.add_argument("--frames", type=int, default=ProbeOptions.frames, help="frames per clip (default 8)")
-    ap.add_argument("--size", type=int, default=ProbeOptions.size, help="frame size the model was trained at (default 64)")
+    ap.add_argument("--size", type=int, default=ProbeOptions.size,
+                    help="frame size the model was trained at (default 64)")
     ap.add_argument("--timesteps", default="900,600,300", help="comma-separated noise levels (default 900,600,300)")
     ap.add_argument("--background-only", action="store_true", help="clips without the figure")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")

@@ -57,20 +57,21 @@ def test_the_shipped_model_reads_the_pose_and_the_condition_frame(vae):
     assert "warp the condition frame along the tracks" in table
 
 
+def _max_diff(a: np.ndarray, b: np.ndarray) -> int:
+    return int(np.abs(a.astype(int) - b.astype(int)).max())
+
+
 def test_warping_along_the_tracks_moves_the_condition_frame_the_way_the_tracks_go():
     rng = np.random.default_rng(0)
     frame = rng.integers(0, 256, (32, 40, 3), dtype=np.uint8)
     start = rng.uniform(4, 28, (12, 2))
-    points = np.stack([start, start + (3.0, -2.0), start])  # frame 1: 3 px right, 2 px up; frame 2: back
+    points = np.stack([start, start + (3.0, -2.0), start + (5.0, 5.0)])  # frame 1: 3 px right, 2 px up
     visible = np.ones((3, 12), bool)
-    visible[2, 1:] = False  # frame 2 has a single track in common with frame 0: left unmoved
+    visible[2, 1:] = False  # frame 2 shares one track with frame 0: too few to fit, left unmoved
     moved = warp_along_tracks(frame, Tracks(points, visible, 40, 32))
     assert moved.shape == (3, 32, 40, 3) and (moved[0] == frame).all() and (moved[2] == frame).all()
-    def diff(a, b):
-        return np.abs(a.astype(int) - b.astype(int)).max()
-
-    assert diff(moved[1][:-2, 3:], frame[2:, :-3]) <= 1  # what was at (x, y) is at (x + 3, y - 2)
-    assert diff(moved[1][2:, :-3], frame[:-2, 3:]) > 100  # not the other way round
+    assert _max_diff(moved[1][:-2, 3:], frame[2:, :-3]) <= 1  # what was at (x, y) is at (x + 3, y - 2)
+    assert _max_diff(moved[1][2:, :-3], frame[:-2, 3:]) > 100  # not the other way round
 
 
 def test_warping_the_condition_frame_along_the_tracks_beats_copying_it(vae):
