@@ -105,6 +105,10 @@ def probe_inputs(model, vae, o: ProbeOptions = ProbeOptions()) -> dict[str, Any]
     def maps(a: np.ndarray) -> torch.Tensor:  # (F, H, W, 3) uint8 -> (1, 3, F, H, W) in 0..1
         return _maps(a).permute(1, 0, 2, 3)[None]
 
+    def clip_latents(frames: np.ndarray) -> torch.Tensor:  # (F, H, W, 3) uint8 -> (1, 4, F, h, w) scaled
+        x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+        return encode_latents(vae, x, scale).float().permute(1, 0, 2, 3)[None]
+
     cfg = model.config
     v_pred = cfg.prediction_type == "v_prediction"
     sched = make_scheduler("ddim", prediction_type=cfg.prediction_type, beta_schedule=cfg.beta_schedule,
@@ -119,9 +123,8 @@ def probe_inputs(model, vae, o: ProbeOptions = ProbeOptions()) -> dict[str, Any]
     for k in range(o.clips):
         inp = probe_clip(TEST_SEED0 + k, o)
         clip = inp["clip"]
-        x = torch.from_numpy(clip.frames).permute(0, 3, 1, 2).float() / 127.5 - 1.0
-        z = encode_latents(vae, x, scale).float()  # (F, 4, h, w)
-        x0 = z.permute(1, 0, 2, 3)[None]  # (1, 4, F, h, w)
+        x0 = clip_latents(clip.frames)
+        z = x0[0].permute(1, 0, 2, 3)  # (F, 4, h, w)
         h, w = x0.shape[-2:]
         figure = torch.from_numpy(clip.alpha[1:]).float()[:, None]
         figure = torch.nn.functional.adaptive_max_pool2d(figure, (h, w))[:, 0]  # (F-1, h, w)
@@ -135,8 +138,7 @@ def probe_inputs(model, vae, o: ProbeOptions = ProbeOptions()) -> dict[str, Any]
 
         copy += errors(x0[:, :, :1].expand_as(x0))
         moved = warp_along_tracks(clip.frames[0], inp["tracks"])
-        zw = encode_latents(vae, torch.from_numpy(moved).permute(0, 3, 1, 2).float() / 127.5 - 1.0, scale).float()
-        warp += errors(zw.permute(1, 0, 2, 3)[None])
+        warp += errors(clip_latents(moved))
         inputs = {"cond_latent": z[:1], "pose_maps": maps(inp["pose_maps"]),
                   "track_maps": maps(render_tracks(inp["tracks"], trail=cfg.track_trail))}
         bank = model.encode_reference(z[:1].to(device, dtype)) if available["reference"] else None
