@@ -77,6 +77,11 @@ class TrainConfig:
             process's memory instead of encoding each sample's frames at every step. Same losses,
             far fewer VAE calls; costs ``frames x 2 x C x H/8 x W/8 x 4`` bytes of RAM (the miniature
             reproduction: 6 MB; 300 k frames at 512 x 768: 117 GB, so leave it off for big datasets).
+        latent_cache_dir: with ``cache_latents``, also keep the latents on disk in this folder (one
+            safetensors file per video, under a subfolder named by the VAE weights' fingerprint and the
+            training size): before the first step every process encodes its share of the missing videos,
+            and a resumed run, the other processes and later runs with the same VAE and size read them
+            instead of encoding again. None = in memory only.
 
     Samples:
         clip_length: frames per training clip, 2..32 (and at most the motion modules' length).
@@ -140,6 +145,7 @@ class TrainConfig:
     clip_encoder: Optional[str] = None
     vae_chunk: int = 8
     cache_latents: bool = False
+    latent_cache_dir: Optional[str] = None
     clip_length: int = 24
     frame_stride: int = 1
     width: int = 448
@@ -226,6 +232,12 @@ class TrainConfig:
                      "find_unused_parameters", "drop_joint_includes_condition"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
+        if self.latent_cache_dir is not None:
+            if not isinstance(self.latent_cache_dir, (str, os.PathLike)) or not str(self.latent_cache_dir):
+                raise ValueError(f"latent_cache_dir must be a folder path or null, got {self.latent_cache_dir!r}")
+            if not self.cache_latents:
+                raise ValueError("latent_cache_dir is set but cache_latents is false: set cache_latents true "
+                                 "(the disk cache keeps the latents that cache_latents encodes)")
         if self.width % 8 or self.height % 8:
             raise ValueError(f"width and height must be multiples of 8, got width={self.width}, height={self.height}")
 

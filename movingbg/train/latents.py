@@ -5,11 +5,22 @@ deviation (an ``AutoencoderKL``), or its latent (a deterministic TAESD-shaped VA
 once and reused by every sample that shows the frame. Sampling the posterior with the sample's own
 noise, ``mean + std * noise``, is then exactly what :func:`~movingbg.train.encoders.encode_latents`
 computes, so a run with the cache gives the losses of a run without it.
+
+With a ``folder`` (``TrainConfig.latent_cache_dir``) the cache also lives on disk, one safetensors
+file per video under ``folder/<VAE fingerprint>-<W>x<H>/``: a resumed run, the other processes of a
+multi-GPU run and later runs with the same VAE weights and training size read the latents instead of
+encoding them again, and :meth:`LatentCache.fill` splits the first encoding among the processes. A file
+that is unreadable, or was written for a video whose ``meta.json`` has changed since, is encoded anew.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import hashlib
+import logging
+import os
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Optional
 
 import torch
@@ -17,7 +28,24 @@ import torch
 from .data import ClipDataset, Geometry
 from .encoders import posterior
 
-__all__ = ["LatentCache"]
+__all__ = ["LatentCache", "vae_fingerprint"]
+
+logger = logging.getLogger(__name__)
+
+
+def vae_fingerprint(vae) -> str:
+    """16 hex digits of SHA-256 over the VAE's weights (names, dtypes, shapes, values): the same weights
+    give the same fingerprint whatever file or folder they were loaded from."""
+    h = hashlib.sha256()
+    for name, tensor in sorted(vae.state_dict().items()):
+        t = tensor.detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def _meta_digest(video) -> str:
+    return hashlib.sha256((Path(video.path) / "meta.json").read_bytes()).hexdigest()[:16]
 
 
 class LatentCache:
@@ -28,11 +56,17 @@ class LatentCache:
         dataset: where the frames come from (its options give the training size and crop).
         scale: the model's ``vae_scale_factor``.
         chunk: frames per encoder call.
+        folder: also keep the latents on disk there (see the module docstring); None = memory only.
     """
 
-    def __init__(self, vae, dataset: ClipDataset, scale: float, chunk: int = 8) -> None:
+    def __init__(self, vae, dataset: ClipDataset, scale: float, chunk: int = 8,
+                 folder: Optional[os.PathLike | str] = None) -> None:
         self.vae, self.dataset, self.scale, self.chunk = vae, dataset, float(scale), int(chunk)
         self._videos: dict[int, tuple[torch.Tensor, Optional[torch.Tensor]]] = {}
+        self.folder: Optional[Path] = None
+        if folder is not None:
+            o = dataset.options
+            self.folder = Path(folder) / f"{vae_fingerprint(vae)}-{o.width}x{o.height}"
 
     def __len__(self) -> int:
         """Videos encoded so far."""
@@ -49,17 +83,89 @@ class LatentCache:
         for i in range(0, len(frames), self.chunk):
             x = torch.from_numpy(frames[i:i + self.chunk]).to(device).permute(0, 3, 1, 2).float() / 127.5 - 1.0
             mean, std = posterior(self.vae, x)
-            means.append(mean.float() * self.scale)
+            means.append(mean.float().cpu())
             if std is not None:
-                stds.append(std.float() * self.scale)
+                stds.append(std.float().cpu())
         return torch.cat(means), (torch.cat(stds) if stds else None)
+
+    def path(self, index: int) -> Optional[Path]:
+        """The file of video ``index`` on disk (None without a folder)."""
+        return None if self.folder is None else self.folder / f"{self.dataset.videos[index].name}.safetensors"
+
+    def _read(self, index: int) -> Optional[tuple[torch.Tensor, Optional[torch.Tensor]]]:
+        from safetensors import safe_open
+
+        path = self.path(index)
+        if path is None or not path.is_file():
+            return None
+        video = self.dataset.videos[index]
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                meta = f.metadata() or {}
+                if meta.get("video_meta") != _meta_digest(video):
+                    logger.warning("latent cache: %s was written for an older version of %s; encoding it again",
+                                   path, video.name)
+                    return None
+                mean = f.get_tensor("mean")
+                std = f.get_tensor("std") if "std" in f.keys() else None
+        except Exception as exc:  # a truncated or foreign file: encode again rather than stop the run
+            logger.warning("latent cache: cannot read %s (%s); encoding it again", path, exc)
+            return None
+        if mean.ndim != 4 or mean.shape[0] != video.num_frames or (std is not None and std.shape != mean.shape):
+            logger.warning("latent cache: %s holds %s latents for %d frames; encoding it again",
+                           path, tuple(mean.shape), video.num_frames)
+            return None
+        return mean, std
+
+    def _write(self, index: int, mean: torch.Tensor, std: Optional[torch.Tensor]) -> None:
+        from safetensors.torch import save_file
+
+        path = self.path(index)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tensors = {"mean": mean.contiguous()} | ({"std": std.contiguous()} if std is not None else {})
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # several processes may write the same video
+        save_file(tensors, str(tmp), metadata={"video_meta": _meta_digest(self.dataset.videos[index])})
+        os.replace(tmp, path)
+
+    def _unscaled(self, index: int) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """Video ``index``'s unscaled ``(mean, std)``: read from the folder, else encoded (and written)."""
+        found = self._read(index)
+        if found is not None:
+            return found
+        mean, std = self._encode_video(index)
+        if self.folder is not None:
+            self._write(index, mean, std)
+        return mean, std
 
     def video(self, index: int) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
         """``(mean, std)`` of video ``index``'s frames, each ``(N, C, h, w)`` scaled; std None for a
         deterministic VAE."""
         if index not in self._videos:
-            self._videos[index] = self._encode_video(index)
+            mean, std = self._unscaled(index)
+            device = next(self.vae.parameters()).device
+            self._videos[index] = (mean.to(device) * self.scale,
+                                   None if std is None else std.to(device) * self.scale)
         return self._videos[index]
+
+    def fill(self, rank: int = 0, world_size: int = 1,
+             log: Optional[Callable[[str], None]] = None) -> int:
+        """Write the missing files of this process's share of the videos (every ``world_size``-th from
+        ``rank``) to the folder; the other processes write the rest (wait for them before reading). Returns
+        how many videos this process encoded. Needs a folder."""
+        if self.folder is None:
+            raise ValueError("LatentCache.fill needs a folder (latent_cache_dir)")
+        share = range(rank, len(self.dataset.videos), world_size)
+        encoded, t0, last = 0, time.perf_counter(), time.perf_counter()
+        for n, index in enumerate(share, 1):
+            if self._read(index) is None:
+                self._write(index, *self._encode_video(index))
+                encoded += 1
+            now = time.perf_counter()
+            if log is not None and (now - last > 30 or n == len(share)):
+                last = now
+                log(f"latent cache: {n}/{len(share)} videos of process {rank} ready ({encoded} encoded in "
+                    f"{now - t0:.0f} s) in {self.folder}")
+        return encoded
 
     def latents(self, video: int, frames: Sequence[int], noise: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Scaled latents of ``frames`` of ``video``: ``(len(frames), C, h, w)``; ``noise`` (same shape)

@@ -203,7 +203,12 @@ class Trainer:
         self.dataset = ClipDataset(config.data_dir, DataOptions.from_config(
             config, track_trail=self.model_config.track_trail))
         self.latent_cache = (LatentCache(self.vae, self.dataset, float(self.model_config.vae_scale_factor),
-                                         config.vae_chunk) if config.cache_latents else None)
+                                         config.vae_chunk, config.latent_cache_dir) if config.cache_latents else None)
+        if self.latent_cache is not None and self.latent_cache.folder is not None:
+            # every process encodes its share of the missing videos, then all read every video from disk
+            acc = self.accelerator
+            self.latent_cache.fill(acc.process_index, acc.num_processes, log=lambda m: logger.info("%s", m))
+            acc.wait_for_everyone()
         optimizer = torch.optim.AdamW(
             [p for _, p in self.trainable], lr=config.learning_rate, betas=(config.adam_beta1, config.adam_beta2),
             eps=config.adam_epsilon, weight_decay=config.weight_decay, foreach=True)

@@ -386,6 +386,66 @@ def test_cached_latents_give_the_same_losses(ws, tmp_path):
     assert not torch.equal(cached.latent_cache.latents(0, [0, 1], torch.randn(2, *mean.shape[1:])), mean[:2])
 
 
+def _encoder_calls(vae) -> list:
+    calls: list = []
+    vae.encoder.register_forward_hook(lambda *_: calls.append(1))
+    return calls
+
+
+def test_latent_cache_on_disk_is_written_once_and_read_back(ws, tmp_path, caplog):
+    """latent_cache_dir: the first trainer encodes every video into one file each before training; a
+    second one (a resume, another process) reads them without a single encoder call and gets the same
+    latents and losses; a damaged file is encoded again; other VAE weights get another folder."""
+    from torch.utils.data import default_collate
+
+    from movingbg.train.latents import vae_fingerprint
+
+    folder = tmp_path / "latents"
+    first = trainer_for(ws, tmp_path / "a", batch_size=2, cache_latents=True, latent_cache_dir=str(folder))
+    n = len(first.dataset.videos)
+    files = sorted(first.latent_cache.folder.glob("*.safetensors"))
+    assert [f.stem for f in files] == sorted(v.name for v in first.dataset.videos) and n == 3
+    assert first.latent_cache.folder.parent == folder
+    memory = trainer_for(ws, tmp_path / "m", batch_size=2, cache_latents=True)  # the in-memory cache
+    second = trainer_for(ws, tmp_path / "b", batch_size=2, cache_latents=True, latent_cache_dir=str(folder))
+    calls = _encoder_calls(second.vae)
+    memory.net.load_state_dict(second.net.state_dict())
+    for start in (0, 2):
+        batch = default_collate([second.dataset[start], second.dataset[start + 1]])
+        with torch.no_grad():
+            a, b = memory.compute_loss(batch).item(), second.compute_loss(batch).item()
+        assert b == pytest.approx(a, rel=1e-5, abs=1e-7), start
+    for i in range(n):
+        torch.testing.assert_close(second.latent_cache.video(i)[0], memory.latent_cache.video(i)[0])
+        torch.testing.assert_close(second.latent_cache.video(i)[1], memory.latent_cache.video(i)[1])
+    assert calls == [], "the second trainer encoded although every video was on disk"
+
+    # a truncated file: a warning, that video (and only it) encoded again and rewritten at start-up
+    damaged = second.latent_cache.path(1)
+    damaged.write_bytes(damaged.read_bytes()[:100])
+    before = {f.name: f.stat().st_mtime_ns for f in files}
+    with caplog.at_level(logging.WARNING, logger="movingbg.train.latents"):
+        third = trainer_for(ws, tmp_path / "c", batch_size=2, cache_latents=True, latent_cache_dir=str(folder))
+    assert "cannot read" in caplog.text and damaged.name in caplog.text
+    after = {f.name: f.stat().st_mtime_ns for f in files}
+    assert [k for k in before if after[k] != before[k]] == [damaged.name]
+    calls = _encoder_calls(third.vae)
+    for i in range(n):
+        torch.testing.assert_close(third.latent_cache.video(i)[0], memory.latent_cache.video(i)[0])
+    assert calls == []
+
+    # other weights, other fingerprint
+    fp = vae_fingerprint(third.vae)
+    with torch.no_grad():
+        next(third.vae.encoder.parameters()).add_(1e-3)
+    assert vae_fingerprint(third.vae) != fp
+
+
+def test_latent_cache_dir_needs_cache_latents(ws, tmp_path):
+    with pytest.raises(ValueError, match="latent_cache_dir is set but cache_latents is false"):
+        make_config(ws, tmp_path / "out", latent_cache_dir=str(tmp_path / "lat"))
+
+
 def test_cache_latents_must_be_a_bool(ws, tmp_path):
     with pytest.raises(ValueError, match="cache_latents must be true or false"):
         make_config(ws, tmp_path / "out", cache_latents="yes")

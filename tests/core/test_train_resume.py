@@ -103,8 +103,10 @@ def test_two_cpu_processes_train_like_one_process_with_both_batches(ws, tmp_path
 
     # adam_epsilon = 1: updates are ~linear in the gradient, so float-order noise is not magnified
     common = dict(max_steps=3, checkpoint_every=3, drop_joint_prob=0.0, blank_condition_prob=0.5,
-                  learning_rate=0.1, adam_epsilon=1.0, weight_decay=0.0, num_workers=1)
-    cfg = _write(tmp_path / "ddp.json", config_dict(ws, tmp_path / "ddp", gradient_checkpointing=True, **common))
+                  learning_rate=0.1, adam_epsilon=1.0, weight_decay=0.0, num_workers=1, cache_latents=True)
+    # the processes split the first encoding of the on-disk latent cache, then read every video from it
+    cfg = _write(tmp_path / "ddp.json", config_dict(ws, tmp_path / "ddp", gradient_checkpointing=True,
+                                                    latent_cache_dir=str(tmp_path / "latents"), **common))
     proc = _train(cfg, tmp_path / "ddp.log", sys.executable, "-m", "torch.distributed.run", "--standalone",
                   "--nproc_per_node", "2")
     single = config_dict(ws, tmp_path / "one", batch_size=2, **{**common, "num_workers": 0})
@@ -114,6 +116,8 @@ def test_two_cpu_processes_train_like_one_process_with_both_batches(ws, tmp_path
     _wait(proc, tmp_path / "ddp.log")
     text = (tmp_path / "ddp.log").read_text()
     assert "2 process(es) (MULTI_CPU)" in text, text[-3000:]
+    assert "2/2 videos of process 0 ready (2 encoded" in text and "1/1 videos of process 1 ready (1 encoded" in text
+    assert len(list((tmp_path / "latents").glob("*/*.safetensors"))) == 3
     ddp_losses = _losses(tmp_path / "ddp.log")
     assert sorted(ddp_losses) == [1, 2, 3]
     for step, loss in ddp_losses.items():
