@@ -434,6 +434,22 @@ def test_latent_cache_on_disk_is_written_once_and_read_back(ws, tmp_path, caplog
         torch.testing.assert_close(third.latent_cache.video(i)[0], memory.latent_cache.video(i)[0])
     assert calls == []
 
+    # a video prepared anew (its meta.json changed): that video encoded again, the others read
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(ws["data"], data)
+    renewed = third.dataset.videos[2].name
+    (data / renewed / "meta.json").write_text((data / renewed / "meta.json").read_text() + "\n")
+    before = {f.name: f.stat().st_mtime_ns for f in files}
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="movingbg.train.latents"):
+        trainer_for(ws, tmp_path / "d", batch_size=2, cache_latents=True, latent_cache_dir=str(folder),
+                    data_dir=str(data))
+    assert "written for an older version" in caplog.text and renewed in caplog.text
+    after = {f.name: f.stat().st_mtime_ns for f in files}
+    assert [k for k in before if after[k] != before[k]] == [f"{renewed}.safetensors"]
+
     # other weights, other fingerprint
     fp = vae_fingerprint(third.vae)
     with torch.no_grad():
