@@ -104,3 +104,31 @@ def test_command_line_prints_the_table(capsys):
                  "--threads", "1"]) == 0
     out = capsys.readouterr().out
     assert "| all inputs |" in out and "| track_maps withheld |" in out and "t=600" in out
+
+
+def test_generation_check_scores_the_model_beside_the_yardsticks(capsys):
+    """--generate: generated videos (all inputs / tracks withheld / sliding window) scored beside frame 0
+    copied, frame 0 warped along the tracks and the ground truth; the yardsticks order as they must (the EPE
+    floor is the ground truth's, the warp is near it, the copy far above)."""
+    from movingbg.repro.probe import GENERATED, YARDSTICKS
+
+    assert main([str(MINI_BUNDLE), "--vae", str(MINI_VAE), "--clips", "1", "--frames", "4", "--timesteps", "900",
+                 "--background-only", "--generate", "--gen-frames", "10", "--steps", "2", "--threads", "1"]) == 0
+    out = capsys.readouterr().out
+    table = out[out.index("| generated video |"):]
+    rows = {}
+    for line in table.splitlines()[2:2 + len(GENERATED) + len(YARDSTICKS)]:
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        rows[cells[0].strip("*").removeprefix("model, ")] = [float(c.replace("∞", "inf")) for c in cells[1:]]
+    assert list(rows) == [*GENERATED, *YARDSTICKS], table
+    gt, warp, copy = (rows[name][1] for name in YARDSTICKS[::-1])
+    assert rows["ground truth"][0] == float("inf") and gt < 0.5, table
+    assert warp < 2 * gt + 0.3 and copy > 5 * warp, table
+    assert all(np.isfinite(rows[name]).all() for name in GENERATED), table
+    assert "10 frames, generated in clips of 4" in table
+
+
+def test_generation_check_needs_a_clip_boundary(caplog):
+    assert main([str(MINI_BUNDLE), "--vae", str(MINI_VAE), "--clips", "1", "--frames", "4", "--timesteps", "900",
+                 "--generate", "--gen-frames", "4"]) == 2
+    assert "--gen-frames must exceed --frames (4" in caplog.text
