@@ -10,7 +10,8 @@ With a ``folder`` (``TrainConfig.latent_cache_dir``) the cache also lives on dis
 file per video under ``folder/<VAE fingerprint>-<W>x<H>/``: a resumed run, the other processes of a
 multi-GPU run and later runs with the same VAE weights and training size read the latents instead of
 encoding them again, and :meth:`LatentCache.fill` splits the first encoding among the processes. A file
-that is unreadable, or was written for a video whose ``meta.json`` has changed since, is encoded anew.
+that is unreadable, or was written for a video whose ``meta.json`` or frames have changed since, is
+encoded anew.
 """
 
 from __future__ import annotations
@@ -44,8 +45,21 @@ def vae_fingerprint(vae) -> str:
     return h.hexdigest()[:16]
 
 
-def _meta_digest(video) -> str:
-    return hashlib.sha256((Path(video.path) / "meta.json").read_bytes()).hexdigest()[:16]
+def _video_digest(video) -> str:
+    """What a video's latents depend on: its ``meta.json`` and its frames (size and first MiB of the file,
+    or the folder's file names and sizes), so a video prepared anew, or another dataset's video of the
+    same name, is not mistaken for the one on disk."""
+    root = Path(video.path)
+    h = hashlib.sha256((root / "meta.json").read_bytes())
+    frames = root / str(video.meta.get("frames", "frames.mp4"))
+    if frames.is_file():
+        h.update(str(frames.stat().st_size).encode())
+        with open(frames, "rb") as f:
+            h.update(f.read(1 << 20))
+    elif frames.is_dir():
+        for item in sorted(frames.iterdir()):
+            h.update(f"{item.name}|{item.stat().st_size}|".encode())
+    return h.hexdigest()[:16]
 
 
 class LatentCache:
@@ -102,7 +116,7 @@ class LatentCache:
         try:
             with safe_open(str(path), framework="pt") as f:
                 meta = f.metadata() or {}
-                if meta.get("video_meta") != _meta_digest(video):
+                if meta.get("video") != _video_digest(video):
                     logger.warning("latent cache: %s was written for an older version of %s; encoding it again",
                                    path, video.name)
                     return None
@@ -124,7 +138,7 @@ class LatentCache:
         path.parent.mkdir(parents=True, exist_ok=True)
         tensors = {"mean": mean.contiguous()} | ({"std": std.contiguous()} if std is not None else {})
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # several processes may write the same video
-        save_file(tensors, str(tmp), metadata={"video_meta": _meta_digest(self.dataset.videos[index])})
+        save_file(tensors, str(tmp), metadata={"video": _video_digest(self.dataset.videos[index])})
         os.replace(tmp, path)
 
     def _unscaled(self, index: int) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
