@@ -135,11 +135,15 @@ class LatentCache:
         from safetensors.torch import save_file
 
         path = self.path(index)
-        path.parent.mkdir(parents=True, exist_ok=True)
         tensors = {"mean": mean.contiguous()} | ({"std": std.contiguous()} if std is not None else {})
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # several processes may write the same video
-        save_file(tensors, str(tmp), metadata={"video": _video_digest(self.dataset.videos[index])})
-        os.replace(tmp, path)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            save_file(tensors, str(tmp), metadata={"video": _video_digest(self.dataset.videos[index])})
+            os.replace(tmp, path)
+        except OSError as exc:
+            raise ValueError(f"latent_cache_dir: cannot write {path} ({exc}); give a writable folder with room "
+                             f"for the latents, or null to keep them in memory only") from exc
 
     def _unscaled(self, index: int) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
         """Video ``index``'s unscaled ``(mean, std)``: read from the folder, else encoded (and written)."""

@@ -460,6 +460,10 @@ def test_latent_cache_on_disk_is_written_once_and_read_back(ws, tmp_path, caplog
 def test_latent_cache_dir_needs_cache_latents(ws, tmp_path):
     with pytest.raises(ValueError, match="latent_cache_dir is set but cache_latents is false"):
         make_config(ws, tmp_path / "out", latent_cache_dir=str(tmp_path / "lat"))
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    with pytest.raises(ValueError, match="latent_cache_dir: cannot write .*a_file"):
+        trainer_for(ws, tmp_path / "out", cache_latents=True, latent_cache_dir=str(blocker))
 
 
 def test_cache_latents_must_be_a_bool(ws, tmp_path):
