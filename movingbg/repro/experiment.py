@@ -23,7 +23,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -292,6 +292,16 @@ def generate_video(model, vae, inputs: Mapping[str, Any], o: ReproOptions, *, me
     return (video.permute(0, 2, 3, 1).numpy() * 255.0 + 0.5).clip(0, 255).astype(np.uint8)
 
 
+def score_video(video: np.ndarray, inputs: Mapping[str, Any], clip_length: int, metrics: Sequence[str]) -> dict:
+    """:func:`movingbg.eval.evaluate` of a video generated (or made) for the clip of ``inputs`` (reference = its
+    first frame, ground truth = its frames, its guidance tracks and matte; no downloads)."""
+    from ..eval import evaluate
+
+    clip = inputs["clip"]
+    return evaluate(video, reference=clip.frames[0], gt=clip.frames, guidance=inputs["tracks"], alpha=clip.alpha,
+                    clip_length=clip_length, metrics=metrics, allow_download=False)
+
+
 @contextmanager
 def _reference_withheld(model, withheld: bool):
     """Generate without global features from a model that has them (test-time ablation)."""
@@ -307,7 +317,6 @@ def _reference_withheld(model, withheld: bool):
 def evaluate_variant(workdir: Path, o: ReproOptions, variant: str, bundle: Path, vae_path: Path, *,
                      method: Optional[str] = None, handover: str = "decode_encode", fg_scale: float = 1.0,
                      bg_scale: float = 1.0, reference: bool = True) -> dict[str, Any]:
-    from ..eval import evaluate
     from ..io.video import write_video
     from ..models.bundle import load_bundle
     from ..train.encoders import load_vae
@@ -333,8 +342,7 @@ def evaluate_variant(workdir: Path, o: ReproOptions, variant: str, bundle: Path,
                                    bg_scale=bg_scale)
         seconds = time.perf_counter() - t0
         write_video(out / f"clip{seed}.mp4", np.concatenate([clip.frames, video], axis=2), 12.0, crf=12)
-        res = evaluate(video, reference=clip.frames[0], gt=clip.frames, guidance=inp["tracks"], alpha=clip.alpha,
-                       clip_length=o.clip_length, metrics=metrics, allow_download=False)
+        res = score_video(video, inp, o.clip_length, metrics)
         row = {name: (r.value if r.status == "ok" else None) for name, r in res.items()}
         row["skipped"] = {name: r.reason for name, r in res.items() if r.status != "ok"}
         drift = res.get("drift")

@@ -213,8 +213,7 @@ def generation_check(model, vae, o: ProbeOptions = ProbeOptions(), *, frames: in
         ``{"rows": {name: {"psnr", "background_motion", "boundary_continuity"}}, "frames", "options"}``:
         means over the clips for each of :data:`GENERATED` (those the model can run) and :data:`YARDSTICKS`.
     """
-    from ..eval import evaluate
-    from .experiment import ReproOptions, generate_video, world_inputs
+    from .experiment import ReproOptions, generate_video, score_video, world_inputs
 
     if frames < clip_length + 1:
         raise ValueError(f"frames must be > clip_length ({clip_length}) to have a clip boundary, got {frames}")
@@ -232,9 +231,7 @@ def generation_check(model, vae, o: ProbeOptions = ProbeOptions(), *, frames: in
                   YARDSTICKS[1]: lambda: warp_along_tracks(clip.frames[0], inp["tracks"]),
                   YARDSTICKS[2]: lambda: clip.frames}
         for name in names:
-            res = evaluate(videos[name](), reference=clip.frames[0], gt=clip.frames, guidance=inp["tracks"],
-                           alpha=clip.alpha, clip_length=clip_length,
-                           metrics=("psnr", "background_motion", "boundary_continuity"), allow_download=False)
+            res = score_video(videos[name](), inp, clip_length, ("psnr", "background_motion", "boundary_continuity"))
             scores[name].append({m: float(r.value) for m, r in res.items()})
         logger.info("generation check: clip %d/%d done", k + 1, o.clips)
     rows = {n: {m: float(np.mean([s[m] for s in scores[n]])) for m in scores[n][0]} for n in names}
