@@ -106,7 +106,10 @@ class LatentCache:
         """The file of video ``index`` on disk (None without a folder)."""
         return None if self.folder is None else self.folder / f"{self.dataset.videos[index].name}.safetensors"
 
-    def _read(self, index: int) -> Optional[tuple[torch.Tensor, Optional[torch.Tensor]]]:
+    def _read(self, index: int, load: bool = True) -> Optional[tuple[torch.Tensor, Optional[torch.Tensor]]]:
+        """Video ``index``'s unscaled ``(mean, std)`` from its file, or None (no file, or one to encode again:
+        warned). ``load=False`` only validates the file (metadata and shapes, no tensor read) and returns
+        ``()`` for a good one."""
         from safetensors import safe_open
 
         path = self.path(index)
@@ -120,16 +123,19 @@ class LatentCache:
                     logger.warning("latent cache: %s was written for an older version of %s; encoding it again",
                                    path, video.name)
                     return None
-                mean = f.get_tensor("mean")
-                std = f.get_tensor("std") if "std" in f.keys() else None
+                shape = tuple(f.get_slice("mean").get_shape())
+                has_std = "std" in f.keys()
+                if len(shape) != 4 or shape[0] != video.num_frames or (
+                        has_std and tuple(f.get_slice("std").get_shape()) != shape):
+                    logger.warning("latent cache: %s holds %s latents for %d frames; encoding it again",
+                                   path, shape, video.num_frames)
+                    return None
+                if not load:
+                    return ()
+                return f.get_tensor("mean"), (f.get_tensor("std") if has_std else None)
         except Exception as exc:  # a truncated or foreign file: encode again rather than stop the run
             logger.warning("latent cache: cannot read %s (%s); encoding it again", path, exc)
             return None
-        if mean.ndim != 4 or mean.shape[0] != video.num_frames or (std is not None and std.shape != mean.shape):
-            logger.warning("latent cache: %s holds %s latents for %d frames; encoding it again",
-                           path, tuple(mean.shape), video.num_frames)
-            return None
-        return mean, std
 
     def _write(self, index: int, mean: torch.Tensor, std: Optional[torch.Tensor]) -> None:
         from safetensors.torch import save_file
@@ -175,7 +181,7 @@ class LatentCache:
         share = range(rank, len(self.dataset.videos), world_size)
         encoded, t0, last = 0, time.perf_counter(), time.perf_counter()
         for n, index in enumerate(share, 1):
-            if self._read(index) is None:
+            if self._read(index, load=False) is None:  # validated only: training reads it on first use
                 self._write(index, *self._encode_video(index))
                 encoded += 1
             now = time.perf_counter()
