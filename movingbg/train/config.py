@@ -37,7 +37,9 @@ MAX_CLIP_LENGTH = 32
 _INITS = ("none", "bundle", "moore", "ldm")
 _PRECISIONS = ("no", "fp16", "bf16")
 _EXPORT_DTYPES = ("fp16", "bf16", "fp32")
-_PROBS = ("blank_condition_prob", "drop_joint_prob", "drop_clip_prob", "drop_reference_prob")
+_PROBS = ("blank_condition_prob", "drop_joint_prob", "drop_clip_prob", "drop_reference_prob", "high_noise_prob")
+NUM_TRAIN_TIMESTEPS = 1000
+"""Timesteps of the training noise schedule (``t`` in ``0..999``)."""
 _POSITIVE_INTS = ("clip_length", "frame_stride", "width", "height", "batch_size", "max_steps",
                   "gradient_accumulation_steps", "checkpoint_every", "keep_last", "log_every", "sample_steps",
                   "vae_chunk")
@@ -116,6 +118,11 @@ class TrainConfig:
         freeze: ``fnmatch`` patterns of parameter names not to train (e.g. ``"reference_unet.*"``);
             the VAE and CLIP encoder are always frozen.
         zero_snr: rescale the noise schedule to zero terminal SNR (None: on for v-prediction).
+        high_noise_prob, high_noise_min: with probability ``high_noise_prob`` a sample's timestep is
+            drawn from ``high_noise_min..999`` instead of ``0..999`` (0 = the plain uniform draw). At
+            high noise the noisy latent hardly shows the motion, so the condition frame and the track
+            maps must carry it; a fine-tune with e.g. 0.5 / 800 is what made the miniature model
+            read its background tracks (README, Miniature reproduction).
         find_unused_parameters: DDP option; needed when parts may be unused in a step (dropped
             reference features), so on by default.
         seed: seeds the data order, augmentation, noise and timesteps (identical runs for one seed).
@@ -173,6 +180,8 @@ class TrainConfig:
     ema_decay: float = 0.0
     freeze: tuple[str, ...] = ()
     zero_snr: Optional[bool] = None
+    high_noise_prob: float = 0.0
+    high_noise_min: int = 800
     find_unused_parameters: bool = True
     seed: int = 0
     checkpoint_every: int = 500
@@ -238,6 +247,9 @@ class TrainConfig:
             if not self.cache_latents:
                 raise ValueError("latent_cache_dir is set but cache_latents is false: set cache_latents true "
                                  "(the disk cache keeps the latents that cache_latents encodes)")
+        if not _is_int(self.high_noise_min) or not 0 <= self.high_noise_min < NUM_TRAIN_TIMESTEPS:
+            raise ValueError(f"high_noise_min must be an int timestep in 0..{NUM_TRAIN_TIMESTEPS - 1}, "
+                             f"got {self.high_noise_min!r}")
         if self.width % 8 or self.height % 8:
             raise ValueError(f"width and height must be multiples of 8, got width={self.width}, height={self.height}")
 

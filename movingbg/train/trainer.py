@@ -5,7 +5,8 @@ One optimizer step = ``gradient_accumulation_steps`` micro-batches per process. 
 1. the clip's frames and the reference image are encoded by the frozen VAE (posterior sample, scaled
    by ``vae_scale_factor``); the condition latent is the clip's first-frame latent (blank: zeros and the
    first-frame marker off, as :func:`movingbg.pipelines.generate` does for a blank condition);
-2. noise and a timestep ``t ~ U{0..999}`` are drawn; ``z_t = add_noise(z_0, eps, t)`` (diffusers
+2. noise and a timestep ``t ~ U{0..999}`` are drawn (with ``high_noise_prob``, some from
+   ``U{high_noise_min..999}``); ``z_t = add_noise(z_0, eps, t)`` (diffusers
    ``DDPMScheduler`` with the model's beta schedule; zero terminal SNR for v-prediction);
 3. the reference U-Net runs on the reference latent (its bank feeds the denoising U-Net's
    self-attentions), the denoising U-Net predicts ``eps`` or ``v`` (``MovingBGConfig.prediction_type``)
@@ -36,7 +37,7 @@ from ..models.config import MovingBGConfig
 from ..models.generator import MovingBGModel
 from .checkpoint import (EMA, clean_partial, latest_checkpoint, load_ema, read_trainer_state, save_checkpoint,
                          strip_wrapper_prefix)
-from .config import TrainConfig
+from .config import NUM_TRAIN_TIMESTEPS, TrainConfig
 from .data import ClipDataset, DataOptions, StreamSampler, to_model_inputs, worker_init
 from .encoders import encode_latents, load_clip_encoder, load_vae
 from .latents import LatentCache
@@ -46,7 +47,6 @@ logger = logging.getLogger(__name__)
 __all__ = ["Trainer", "TrainResult", "TrainingModule", "build_model", "EXPORT_DTYPES"]
 
 EXPORT_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
-_NUM_TRAIN_TIMESTEPS = 1000
 _SAMPLE_SALT = 0xD1F5
 
 
@@ -272,7 +272,7 @@ class Trainer:
         from diffusers import DDPMScheduler
 
         c = self.model_config
-        return DDPMScheduler(num_train_timesteps=_NUM_TRAIN_TIMESTEPS, beta_start=0.00085, beta_end=0.012,
+        return DDPMScheduler(num_train_timesteps=NUM_TRAIN_TIMESTEPS, beta_start=0.00085, beta_end=0.012,
                              beta_schedule=c.beta_schedule, prediction_type=c.prediction_type, clip_sample=False,
                              rescale_betas_zero_snr=self.config.use_zero_snr(c))
 
@@ -291,9 +291,18 @@ class Trainer:
             vae_f.append(torch.randn(frames, c, *hw, generator=g))
             vae_r.append(torch.randn(1, c, *hw, generator=g))
             noise.append(torch.randn(c, frames, *hw, generator=g))
-            t.append(torch.randint(0, _NUM_TRAIN_TIMESTEPS, (1,), generator=g))
+            t.append(self._timestep(g))
         dev = self.device
         return (torch.cat(vae_f).to(dev), torch.cat(vae_r).to(dev), torch.stack(noise).to(dev), torch.cat(t).to(dev))
+
+    def _timestep(self, g: torch.Generator) -> torch.Tensor:
+        """``(1,)`` timestep: uniform on ``0..999``, or with probability ``high_noise_prob`` uniform on
+        ``high_noise_min..999``. With ``high_noise_prob = 0`` nothing more is drawn from ``g``, so runs
+        without the option draw exactly what they always drew."""
+        t = torch.randint(0, NUM_TRAIN_TIMESTEPS, (1,), generator=g)
+        if self.config.high_noise_prob > 0 and float(torch.rand(1, generator=g)) < self.config.high_noise_prob:
+            t = torch.randint(self.config.high_noise_min, NUM_TRAIN_TIMESTEPS, (1,), generator=g)
+        return t
 
     def compute_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Loss of one micro-batch (collated :class:`ClipDataset` items); differentiable."""

@@ -90,6 +90,9 @@ def trainer_for(ws, out, **overrides):
     ({"mixed_precision": "fp8"}, "mixed_precision"),
     ({"init": "bundle"}, "init_path"),
     ({"batch_size": 0}, "batch_size"),
+    ({"high_noise_prob": 1.2}, "high_noise_prob"),
+    ({"high_noise_min": 1000}, "high_noise_min"),
+    ({"high_noise_min": 1.5}, "high_noise_min"),
     ({"bogus": 1}, "bogus"),
 ])
 def test_bad_values_fail_when_the_config_is_built(ws, tmp_path, overrides, field):
@@ -333,6 +336,23 @@ def test_gradient_checkpointing_gives_the_same_gradients_into_both_unets():
 
 
 # ---- training ------------------------------------------------------------------------------------------
+
+def test_high_noise_prob_draws_that_share_of_timesteps_from_the_high_range(ws, tmp_path):
+    plain = trainer_for(ws, tmp_path / "plain")
+    off = trainer_for(ws, tmp_path / "off", high_noise_prob=0.0, high_noise_min=900)
+    half = trainer_for(ws, tmp_path / "half", high_noise_prob=0.5, high_noise_min=900)
+    indices = range(400)
+    t_plain, t_off, t_half = (tr._draws(indices, 2, (8, 8))[3] for tr in (plain, off, half))
+    # off: the very draws of a run without the option (noise included), so old runs resume unchanged
+    assert torch.equal(t_plain, t_off)
+    assert torch.equal(plain._draws(indices[:3], 2, (8, 8))[2], off._draws(indices[:3], 2, (8, 8))[2])
+    assert 0.05 < (t_plain >= 900).float().mean() < 0.15  # uniform: ~10 %
+    # half of the samples from 900..999, the rest uniform: ~55 % at or above 900, all in range
+    assert 0.45 < (t_half >= 900).float().mean() < 0.65, (t_half >= 900).float().mean()
+    assert int(t_half.min()) >= 0 and int(t_half.max()) <= 999 and (t_half < 900).any()
+    every = trainer_for(ws, tmp_path / "every", high_noise_prob=1.0, high_noise_min=990)
+    assert int(every._draws(range(50), 2, (8, 8))[3].min()) >= 990
+
 
 def test_overfits_a_fixed_batch(ws, tmp_path):
     from torch.utils.data import default_collate
