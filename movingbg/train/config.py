@@ -121,8 +121,8 @@ class TrainConfig:
         high_noise_prob, high_noise_min: with probability ``high_noise_prob`` a sample's timestep is
             drawn from ``high_noise_min..999`` instead of ``0..999`` (0 = the plain uniform draw). At
             high noise the noisy latent hardly shows the motion, so the condition frame and the track
-            maps must carry it; a fine-tune with e.g. 0.5 / 800 is what made the miniature model
-            read its background tracks (README, Miniature reproduction).
+            maps must carry it; training at that end (t = 999 only) is what first made the miniature
+            model read its background tracks (README, Miniature reproduction).
         find_unused_parameters: DDP option; needed when parts may be unused in a step (dropped
             reference features), so on by default.
         seed: seeds the data order, augmentation, noise and timesteps (identical runs for one seed).
