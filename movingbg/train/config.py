@@ -65,6 +65,10 @@ class TrainConfig:
             ``"bundle"`` (a MovingBG bundle), ``"moore"`` (Moore-AnimateAnyone folder), ``"ldm"`` (SD1.5
             checkpoint for both U-Nets + AnimateDiff motion module).
         init_path: bundle file / Moore folder / LDM checkpoint.
+        reset_encoders: with ``init="bundle"``, motion encoders to start afresh (``["bg"]``, ``["fg"]``
+            or both): random inner layers and a zero output layer, adding nothing until trained. For an encoder whose activations have died (its output no longer depends on
+            its maps, so no gradient reaches it): the miniature model's track encoder after training on
+            uniform timesteps (README, Miniature reproduction).
         init_motion: AnimateDiff motion module (``init="ldm"``).
         init_pose_guider: optional pose guider for the foreground encoder (``init="ldm"``).
         vae: diffusers ``AutoencoderKL`` folder (``config.json`` + weights) or one ``.safetensors`` /
@@ -93,6 +97,10 @@ class TrainConfig:
         tracks_range: ``(low, high)`` number of background tracks drawn per sample (paper: 5..50).
         track_radius: disc radius of the rendered track maps (0 = ``max(2, round(min(H, W) / 128))``,
             the inference default).
+        anchor_tracks: draw the tracks only among those visible in the clip's first frame (its condition
+            frame), as a tracker queried on that frame gives them at inference; false = among all tracks seen
+            anywhere in the clip (short tracks re-seeded mid-clip, e.g. KLT's, then have no counterpart in
+            the condition frame).
         track_trail: None = the model's ``MovingBGConfig.track_trail``; an int >= 0 sets it (and the
             exported bundle records it). Each track map also draws the track's previous ``track_trail``
             positions (every ``frame_stride`` cached frames, frames before the clip included) as a line
@@ -147,6 +155,7 @@ class TrainConfig:
     model: Any = None
     init: str = "none"
     init_path: Optional[str] = None
+    reset_encoders: tuple[str, ...] = ()
     init_motion: Optional[str] = None
     init_pose_guider: Optional[str] = None
     clip_encoder: Optional[str] = None
@@ -159,6 +168,7 @@ class TrainConfig:
     height: int = 640
     tracks_range: tuple[int, int] = (5, 50)
     track_radius: int = 0
+    anchor_tracks: bool = False
     track_trail: Optional[int] = None
     blank_condition_prob: float = 0.1
     drop_joint_prob: float = 0.1
@@ -238,7 +248,7 @@ class TrainConfig:
         if self.track_trail is not None and (not _is_int(self.track_trail) or self.track_trail < 0):
             raise ValueError(f"track_trail must be None (the model's) or an int >= 0 (frames), got {self.track_trail!r}")
         for name in ("cache_latents", "gradient_checkpointing", "tensorboard", "progress",
-                     "find_unused_parameters", "drop_joint_includes_condition"):
+                     "find_unused_parameters", "drop_joint_includes_condition", "anchor_tracks"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
         if self.latent_cache_dir is not None:
@@ -257,6 +267,14 @@ class TrainConfig:
         for name, allowed in (("init", _INITS), ("mixed_precision", _PRECISIONS), ("export_dtype", _EXPORT_DTYPES)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        resets = self.reset_encoders
+        if isinstance(resets, str) or not isinstance(resets, (list, tuple)) or \
+                any(r not in ("fg", "bg") for r in resets) or len(set(resets)) != len(resets):
+            raise ValueError(f"reset_encoders must be a list of distinct \"fg\" / \"bg\", got {resets!r}")
+        object.__setattr__(self, "reset_encoders", tuple(resets))
+        if resets and self.init != "bundle":
+            raise ValueError(f"reset_encoders needs init=\"bundle\" (got init={self.init!r}): "
+                             f"a fresh model's encoders are already new")
         if self.init != "none" and not self.init_path:
             raise ValueError(f"init_path is required with init={self.init!r}")
         if self.init == "ldm" and not self.init_motion:

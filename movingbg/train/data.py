@@ -49,7 +49,7 @@ class DataOptions:
     """What a sample looks like (a subset of :class:`~movingbg.train.config.TrainConfig`).
 
     Attributes:
-        clip_length, frame_stride, width, height, tracks_range, track_radius: see TrainConfig.
+        clip_length, frame_stride, width, height, tracks_range, track_radius, anchor_tracks: see TrainConfig.
         track_trail: trail of the track maps (the model's ``MovingBGConfig.track_trail``).
         blank_condition_prob, drop_joint_prob, drop_joint_includes_condition, drop_clip_prob,
             drop_reference_prob: see TrainConfig.
@@ -62,6 +62,7 @@ class DataOptions:
     height: int = 640
     tracks_range: tuple[int, int] = (5, 50)
     track_radius: int = 0
+    anchor_tracks: bool = False
     track_trail: int = 0
     blank_condition_prob: float = 0.1
     drop_joint_prob: float = 0.1
@@ -266,7 +267,13 @@ class ClipDataset(Dataset):
         o = self.options
         frames = list(frames)
         clip = Tracks(tracks.points[frames], tracks.visible[frames], tracks.width, tracks.height)
-        chosen = select_track_indices(clip, count, rng if rng is not None else np.random.default_rng(0))
+        rng = rng if rng is not None else np.random.default_rng(0)
+        if o.anchor_tracks:  # only tracks seen in the condition frame: each disc can be followed back to it
+            anchored = np.nonzero(clip.visible[0])[0]
+            chosen = anchored[select_track_indices(
+                Tracks(clip.points[:, anchored], clip.visible[:, anchored], clip.width, clip.height), count, rng)]
+        else:
+            chosen = select_track_indices(clip, count, rng)
         # the trail reaches back before the clip, as on a whole video at inference (there is no trail
         # before the video's first frame)
         history = [f for f in (frames[0] - k * o.frame_stride for k in range(o.track_trail, 0, -1)) if f >= 0]

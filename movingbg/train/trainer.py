@@ -134,7 +134,7 @@ def build_model(config: TrainConfig, model_config: MovingBGConfig) -> MovingBGMo
 
         net = load_bundle(config.init_path, dtype=torch.float32)
         net.config = model_config  # the bundle's own (TrainConfig.model_config), with the run's track_trail
-        return net
+        return _reset_encoders(net, config.reset_encoders)
     if config.init == "moore":
         from ..models.build import build_from_moore
 
@@ -145,6 +145,17 @@ def build_model(config: TrainConfig, model_config: MovingBGConfig) -> MovingBGMo
         guider = Path(config.init_pose_guider) if config.init_pose_guider else None
         return build_from_ldm(Path(config.init_path), Path(config.init_motion), guider, torch.float32, model_config)
     return MovingBGModel(model_config)
+
+
+def _reset_encoders(net: MovingBGModel, names: Sequence[str]) -> MovingBGModel:
+    """Replace the named motion encoders (``"fg"``, ``"bg"``) of a loaded model by fresh ones: random inner
+    layers and a zero ``conv_out``, so they add nothing until training moves them (what the old ones added is
+    dropped: for a dead encoder, a near-constant)."""
+    for name in names:
+        if getattr(net, f"{name}_encoder") is None:
+            raise ValueError(f"reset_encoders: the model has no {name} encoder (use_{name}=False)")
+        setattr(net, f"{name}_encoder", net._new_encoder())
+    return net
 
 
 def _sample_seed(seed: int, index: int) -> int:

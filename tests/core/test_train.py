@@ -93,6 +93,10 @@ def trainer_for(ws, out, **overrides):
     ({"high_noise_prob": 1.2}, "high_noise_prob"),
     ({"high_noise_min": 1000}, "high_noise_min"),
     ({"high_noise_min": 1.5}, "high_noise_min"),
+    ({"reset_encoders": ["pose"]}, "reset_encoders"),
+    ({"reset_encoders": "bg"}, "reset_encoders"),
+    ({"reset_encoders": ["bg", "bg"]}, "reset_encoders"),
+    ({"reset_encoders": ["bg"]}, "reset_encoders needs init"),
     ({"bogus": 1}, "bogus"),
 ])
 def test_bad_values_fail_when_the_config_is_built(ws, tmp_path, overrides, field):
@@ -226,6 +230,31 @@ def test_track_trail_is_the_models_and_a_run_can_set_it(ws, tmp_path):
             make_config(ws, tmp_path, track_trail=bad)
     with pytest.raises(ValueError, match="track_trail"):
         TINY.replace(track_trail=-2)
+
+
+def _colours(m: np.ndarray) -> set:
+    px = m.reshape(-1, 3)
+    return {tuple(c) for c in px[px.any(axis=1)]}
+
+
+def test_anchor_tracks_draws_only_tracks_seen_in_the_condition_frame(ws, tmp_path):
+    """With ``anchor_tracks`` every disc of a clip's track maps is already in its first map (the condition frame),
+    so it can be followed back to the content it marks; without it, tracks born mid-clip are drawn too (the
+    fixture's KLT tracks are re-seeded), which this checks happens, so the test exercises a difference."""
+    base = dict(clip_length=6, width=SIZE, height=SIZE, tracks_range=(8, 8), track_radius=1)
+    plain = ClipDataset(str(ws["data"]), DataOptions(**base))
+    anchored = ClipDataset(str(ws["data"]), DataOptions(**base, anchor_tracks=True))
+    unanchored_seen = 0
+    for g in range(12):
+        choice, rng = anchored.choose(g)
+        a, b = plain.render(choice, plain.choose(g)[1])["tracks"], anchored.render(choice, rng)["tracks"]
+        assert _colours(b[0]), "anchored maps must still draw tracks"
+        assert all(_colours(m) <= _colours(b[0]) for m in b[1:]), g
+        unanchored_seen += any(not _colours(m) <= _colours(a[0]) for m in a[1:])
+    assert unanchored_seen, "no clip of the fixture draws a track born mid-clip: test not exercised"
+    assert make_config(ws, tmp_path, anchor_tracks=True).anchor_tracks is True
+    with pytest.raises(ValueError, match="anchor_tracks"):
+        make_config(ws, tmp_path, anchor_tracks="yes")
 
 
 def test_stream_sampler_shards_and_resumes():
@@ -553,6 +582,12 @@ def test_run_checkpoints_samples_exports_and_the_bundle_generates(ws, tmp_path):
     retrail = trainer_for(ws, tmp_path / "trail", init="bundle", init_path=str(bundle), model=None, track_trail=3)
     assert retrail.net.config == TINY.replace(track_trail=3) and retrail.dataset.options.track_trail == 3
     assert all(torch.equal(v, want[k]) for k, v in start.net.state_dict().items())
+    fresh = trainer_for(ws, tmp_path / "fresh", init="bundle", init_path=str(bundle), model=None,
+                        reset_encoders=["bg"]).net.state_dict()
+    assert fresh.keys() == want.keys()
+    assert all(torch.equal(v, want[k]) for k, v in fresh.items() if not k.startswith("bg_encoder."))
+    assert not torch.equal(fresh["bg_encoder.conv_in.weight"], want["bg_encoder.conv_in.weight"])
+    assert not fresh["bg_encoder.conv_out.weight"].any() and not fresh["bg_encoder.conv_out.bias"].any()
 
     g = torch.Generator().manual_seed(0)
     res = generate(model, ref_latent=torch.randn(1, 4, 8, 8, generator=g), clip_embeds=None,
