@@ -101,8 +101,11 @@ def probe_inputs(model, vae, o: ProbeOptions = ProbeOptions()) -> dict[str, Any]
 
     Returns:
         ``{"rows": {name: {t: [all, background]}}, "copy_condition": [all, background],
-        "warp_condition": [all, background], "options": o}``; rows ``"all inputs"`` and
-        ``"<input> withheld"`` for each of :data:`WITHHELD` the model has.
+        "warp_condition": [all, background], "encoder_response": {maps: [change, output]}, "options": o}``;
+        rows ``"all inputs"`` and ``"<input> withheld"`` for each of :data:`WITHHELD` the model has;
+        ``encoder_response``: for each motion encoder, the rms of how much its output changes when its maps
+        are zeroed, and the rms of its output. A change near 0 with a clearly non-zero output is a dead
+        encoder: its activations no longer carry the maps, so no gradient can teach it to read them.
     """
     from ..pipelines.sampling import make_scheduler
     from ..preprocess.track_render import render_tracks
@@ -127,6 +130,8 @@ def probe_inputs(model, vae, o: ProbeOptions = ProbeOptions()) -> dict[str, Any]
     variants = ["all inputs"] + [f"{name} withheld" for name in WITHHELD if available[name]]
     sums: dict[str, dict[int, np.ndarray]] = {v: {t: np.zeros(2) for t in o.timesteps} for v in variants}
     copy, warp = np.zeros(2), np.zeros(2)
+    response = {name: np.zeros(2) for name, enc in (("pose_maps", model.fg_encoder), ("track_maps", model.bg_encoder))
+                if enc is not None}
     for k in range(o.clips):
         inp = probe_clip(TEST_SEED0 + k, o)
         clip = inp["clip"]
@@ -149,6 +154,11 @@ def probe_inputs(model, vae, o: ProbeOptions = ProbeOptions()) -> dict[str, Any]
         inputs = {"cond_latent": z[:1], "pose_maps": maps(inp["pose_maps"]),
                   "track_maps": maps(render_tracks(inp["tracks"], trail=cfg.track_trail))}
         bank = model.encode_reference(z[:1].to(device, dtype)) if available["reference"] else None
+        for name, encoder in (("pose_maps", model.fg_encoder), ("track_maps", model.bg_encoder)):
+            if encoder is not None:
+                x = inputs[name][0].permute(1, 0, 2, 3).to(device, dtype)  # (F, 3, H, W)
+                out, blank = encoder(x).float(), encoder(torch.zeros_like(x)).float()
+                response[name] += np.array([float((out - blank).pow(2).mean()), float(out.pow(2).mean())])
         for t in o.timesteps:
             # the noise of (clip, t) does not depend on which other timesteps are probed
             gen = torch.Generator().manual_seed(o.seed * 1_000_003 + k * 1_000 + t)
@@ -173,7 +183,7 @@ def probe_inputs(model, vae, o: ProbeOptions = ProbeOptions()) -> dict[str, Any]
                 sums[variant][t] += errors(pred)
     rows = {v: {t: (sums[v][t] / o.clips).tolist() for t in o.timesteps} for v in variants}
     return {"rows": rows, "copy_condition": (copy / o.clips).tolist(), "warp_condition": (warp / o.clips).tolist(),
-            "options": o}
+            "encoder_response": {name: np.sqrt(v / o.clips).tolist() for name, v in response.items()}, "options": o}
 
 
 def warp_along_tracks(frame: np.ndarray, tracks) -> np.ndarray:
@@ -267,6 +277,9 @@ def format_probe(result: Mapping[str, Any]) -> str:
     world = "background-only clips" if o.background_only else "clips"
     lines.append(f"\n{o.clips} synthetic test {world} x {o.frames} frames at {o.size} px; errors = mean squared "
                  f"error of the one-step x0 prediction in scaled-latent units, frames after the condition frame.")
+    for name, (change, output) in result.get("encoder_response", {}).items():
+        lines.append(f"{name} encoder: output rms {output:.4f}, of which depends on the maps {change:.4f} "
+                     f"(rms change when they are zeroed; ~0 with a non-zero output = a dead encoder)")
     return "\n".join(lines)
 
 

@@ -31,9 +31,14 @@ def test_rows_move_only_when_the_model_reads_the_withheld_input(vae):
     # an untrained model starts with zero encoders' outputs and zero weights on the condition channels
     for name in ("track_maps", "pose_maps", "condition"):
         assert rows[f"{name} withheld"] == rows["all inputs"], name
+    res = probe_inputs(model, vae, o)
+    assert res["encoder_response"]["track_maps"] == [0.0, 0.0] == res["encoder_response"]["pose_maps"]
     with torch.no_grad():
         torch.nn.init.normal_(model.bg_encoder.conv_out.weight, std=0.5)
-    rows = probe_inputs(model, vae, o)["rows"]
+    res = probe_inputs(model, vae, o)
+    rows = res["rows"]
+    change, output = res["encoder_response"]["track_maps"]
+    assert 0 < change <= output * 1.5 and res["encoder_response"]["pose_maps"] == [0.0, 0.0]
     assert abs(rows["track_maps withheld"][500][0] - rows["all inputs"][500][0]) > 1e-4
     assert rows["pose_maps withheld"] == rows["all inputs"] and rows["condition withheld"] == rows["all inputs"]
 
@@ -52,8 +57,11 @@ def test_the_shipped_model_reads_the_pose_and_the_condition_frame(vae):
     assert rows["all inputs"] < res["copy_condition"][0], (rows, res["copy_condition"])
     alone = probe_inputs(model, vae, ProbeOptions(clips=2, timesteps=(300, T)))
     assert alone["rows"]["all inputs"][T] == res["rows"]["all inputs"][T]  # same noise whatever else is probed
+    change, output = res["encoder_response"]["pose_maps"]
+    assert change > 0.5 * output > 0, res["encoder_response"]  # the pose encoder reads its maps
     table = format_probe(res)
     assert "| pose_maps withheld |" in table and "copy the condition frame" in table
+    assert "pose_maps encoder: output rms" in table and "track_maps encoder: output rms" in table
     assert "warp the condition frame along the tracks" in table
 
 
