@@ -66,9 +66,9 @@ class TrainConfig:
             checkpoint for both U-Nets + AnimateDiff motion module).
         init_path: bundle file / Moore folder / LDM checkpoint.
         reset_encoders: with ``init="bundle"``, motion encoders to start afresh (``["bg"]``, ``["fg"]``
-            or both): random inner layers and a zero output layer, adding nothing until trained. For an encoder whose activations have died (its output no longer depends on
-            its maps, so no gradient reaches it): the miniature model's track encoder after training on
-            uniform timesteps (README, Miniature reproduction).
+            or both): random inner layers and a zero output layer, adding nothing until trained. For an
+            encoder that does not hear its maps (the probe's encoder response ~0, so no gradient teaches it):
+            the miniature model's track encoder, built before the Kaiming init (README, Miniature reproduction).
         init_motion: AnimateDiff motion module (``init="ldm"``).
         init_pose_guider: optional pose guider for the foreground encoder (``init="ldm"``).
         vae: diffusers ``AutoencoderKL`` folder (``config.json`` + weights) or one ``.safetensors`` /
