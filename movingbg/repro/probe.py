@@ -130,8 +130,9 @@ def probe_inputs(model, vae, o: ProbeOptions = ProbeOptions()) -> dict[str, Any]
     variants = ["all inputs"] + [f"{name} withheld" for name in WITHHELD if available[name]]
     sums: dict[str, dict[int, np.ndarray]] = {v: {t: np.zeros(2) for t in o.timesteps} for v in variants}
     copy, warp = np.zeros(2), np.zeros(2)
-    response = {name: np.zeros(2) for name, enc in (("pose_maps", model.fg_encoder), ("track_maps", model.bg_encoder))
+    encoders = {name: enc for name, enc in (("pose_maps", model.fg_encoder), ("track_maps", model.bg_encoder))
                 if enc is not None}
+    response = {name: np.zeros(2) for name in encoders}
     for k in range(o.clips):
         inp = probe_clip(TEST_SEED0 + k, o)
         clip = inp["clip"]
@@ -154,11 +155,10 @@ def probe_inputs(model, vae, o: ProbeOptions = ProbeOptions()) -> dict[str, Any]
         inputs = {"cond_latent": z[:1], "pose_maps": maps(inp["pose_maps"]),
                   "track_maps": maps(render_tracks(inp["tracks"], trail=cfg.track_trail))}
         bank = model.encode_reference(z[:1].to(device, dtype)) if available["reference"] else None
-        for name, encoder in (("pose_maps", model.fg_encoder), ("track_maps", model.bg_encoder)):
-            if encoder is not None:
-                x = inputs[name][0].permute(1, 0, 2, 3).to(device, dtype)  # (F, 3, H, W)
-                out, blank = encoder(x).float(), encoder(torch.zeros_like(x)).float()
-                response[name] += np.array([float((out - blank).pow(2).mean()), float(out.pow(2).mean())])
+        for name, encoder in encoders.items():
+            x = inputs[name][0].permute(1, 0, 2, 3).to(device, dtype)  # (F, 3, H, W)
+            out, blank = encoder(x).float(), encoder(torch.zeros_like(x)).float()
+            response[name] += np.array([float((out - blank).pow(2).mean()), float(out.pow(2).mean())])
         for t in o.timesteps:
             # the noise of (clip, t) does not depend on which other timesteps are probed
             gen = torch.Generator().manual_seed(o.seed * 1_000_003 + k * 1_000 + t)
