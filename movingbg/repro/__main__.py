@@ -75,10 +75,13 @@ def main(argv: Optional[list[str]] = None) -> int:
         dest.mkdir(parents=True, exist_ok=True)
         wd = Path(args.workdir)
         run_dir = wd / "runs" / "full"
+        vae = Path(options.vae) if options.vae else wd / "vae.safetensors"
         for src, target in ((run_dir / "movingbg_mini.safetensors", dest / "movingbg" / "movingbg_mini.safetensors"),
                             (run_dir / "movingbg_mini.json", dest / "movingbg" / "movingbg_mini.json"),
-                            (wd / "vae.safetensors", dest / "vae" / "movingbg_mini_vae.safetensors")):
+                            (vae, dest / "vae" / "movingbg_mini_vae.safetensors")):
             target.parent.mkdir(parents=True, exist_ok=True)
+            if target.is_file() and target.samefile(src):
+                continue  # --set vae=<the shipped VAE> --ship movingbg/assets/models
             tmp = target.with_name(target.name + ".tmp")
             shutil.copyfile(src, tmp)
             tmp.replace(target)

@@ -81,9 +81,13 @@ class ReproOptions:
         clip_length: training clip and generation clip length (the sliding window uses it too, with
             ``overlap`` frames of overlap).
         vae_steps, vae_batch, vae_crop: VAE training.
+        vae: a TAESD-shaped VAE file (``movingbg_vae_scale_factor`` in its metadata) to use instead of
+            training one, e.g. the shipped ``movingbg_mini_vae.safetensors``: models trained on more videos
+            then stay compatible with it (the shipped model was trained so).
         train_steps, batch_size, learning_rate, ema_decay: each model's training.
         encoder_channels: widths of the pose and track encoders (the SD1.5 model's are 16/32/96/256;
             at 64 x 64 those took half of a CPU training step).
+        anchor_tracks: the trainer's ``anchor_tracks`` (draw only tracks seen in a clip's condition frame).
         track_trail: the models' ``MovingBGConfig.track_trail`` (track maps draw each point's last
             ``track_trail`` positions; ``clip_length - 1`` reaches back to the clip's condition frame).
         sample_steps, cfg_scale: generation.
@@ -105,11 +109,13 @@ class ReproOptions:
     vae_steps: int = 300
     vae_batch: int = 8
     vae_crop: int = 32
+    vae: str = ""
     train_steps: int = 3000
     batch_size: int = 4
     learning_rate: float = 5e-4
     encoder_channels: tuple[int, ...] = (8, 16, 32, 64)
     track_trail: int = 0
+    anchor_tracks: bool = False
     ema_decay: float = 0.998
     sample_steps: int = 20
     cfg_scale: float = 1.0
@@ -161,10 +167,12 @@ def train_vae_stage(workdir: Path, o: ReproOptions) -> tuple[Path, dict]:
     from ..train.vae import VAETrainOptions, train_taesd
 
     path, info_path = workdir / "vae.safetensors", workdir / "vae.json"
+    held = np.concatenate([world_clip(TEST_SEED0 + s, 4, o.size).frames for s in range(o.test_videos)])
+    if o.vae:
+        return Path(o.vae), _given_vae_info(Path(o.vae), held)
     if path.is_file() and info_path.is_file():
         return path, json.loads(info_path.read_text())
     frames = np.concatenate([world_clip(s, o.train_frames, o.size).frames[::2] for s in range(o.train_videos)])
-    held = np.concatenate([world_clip(TEST_SEED0 + s, 4, o.size).frames for s in range(o.test_videos)])
     t0 = time.perf_counter()
     res = train_taesd(frames, VAETrainOptions(steps=o.vae_steps, batch=o.vae_batch, crop=o.vae_crop,
                                               learning_rate=5e-4, seed=o.seed), held_out=held)
@@ -174,6 +182,25 @@ def train_vae_stage(workdir: Path, o: ReproOptions) -> tuple[Path, dict]:
     _json_write(info_path, info)
     logger.info("VAE: %.2f dB on test frames, latent std %.4f (%.0f s)", res.psnr, res.latent_std, info["seconds"])
     return path, info
+
+
+def _given_vae_info(path: Path, held: np.ndarray) -> dict:
+    """``vae.json``'s fields for a VAE that was not trained here (``ReproOptions.vae``)."""
+    from safetensors import safe_open
+
+    from ..train.encoders import load_vae
+    from ..train.vae import reconstruction_psnr
+
+    if not path.is_file():
+        raise ValueError(f"vae: {path} is not a file (expected a TAESD-shaped .safetensors, e.g. "
+                         "movingbg/assets/models/vae/movingbg_mini_vae.safetensors)")
+    with safe_open(str(path), "pt") as f:
+        scale = (f.metadata() or {}).get("movingbg_vae_scale_factor")
+    if scale is None:
+        raise ValueError(f"vae: {path} has no 'movingbg_vae_scale_factor' in its metadata (a VAE written by "
+                         "python -m movingbg.repro or movingbg.train.vae has it)")
+    return {"psnr_test_db": reconstruction_psnr(load_vae(path), held), "vae_scale_factor": float(scale),
+            "file": str(path)}
 
 
 # ---- stage 3 ----------------------------------------------------------------------------------
@@ -201,7 +228,7 @@ def train_stage(workdir: Path, o: ReproOptions, variant: str, vae: Path, vae_sca
         "checkpoint_every": max(50, min(250, o.train_steps // 4)), "keep_last": 1, "resume": "auto",
         "log_every": max(1, o.train_steps // 20), "progress": False, "num_workers": 1,
         "torch_threads": max(1, o.threads // max(1, o.parallel)), "export_name": bundle.name,
-        "export_dtype": "fp16", "cache_latents": True, "ema_decay": o.ema_decay,
+        "export_dtype": "fp16", "cache_latents": True, "ema_decay": o.ema_decay, "anchor_tracks": o.anchor_tracks,
     }
     cfg_path = out / "train.json"
     _json_write(cfg_path, cfg)

@@ -146,7 +146,8 @@ def latent_std(vae, frames: np.ndarray, chunk: int = 32) -> float:
 
 
 @torch.no_grad()
-def _psnr(vae, frames: np.ndarray, chunk: int = 32) -> float:
+def reconstruction_psnr(vae, frames: np.ndarray, chunk: int = 32) -> float:
+    """PSNR (dB) of ``frames`` ``(N, H, W, 3)`` uint8 sent through ``vae`` (encode -> decode)."""
     mse = []
     for x in _chunks(frames, chunk):
         y = vae.decode(vae.encode(x).latents).sample.clamp(-1, 1)
@@ -204,7 +205,7 @@ def train_taesd(frames: np.ndarray, options: VAETrainOptions = VAETrainOptions()
             on_step(step + 1, losses[-1])
     vae.eval().requires_grad_(False)
     test = frames if held_out is None else np.asarray(held_out)
-    return VAETrainResult(vae, tuple(losses), _psnr(vae, test), latent_std(vae, frames))
+    return VAETrainResult(vae, tuple(losses), reconstruction_psnr(vae, test), latent_std(vae, frames))
 
 
 def _read_frames(paths: Sequence[str], limit: int) -> np.ndarray:

@@ -44,7 +44,8 @@ def test_options_are_checked():
 def test_quick_reproduction_runs_every_stage_and_resumes(tmp_path, capsys):
     pytest.importorskip("accelerate")
     wd = tmp_path / "repro"
-    argv = [str(wd), "--quick", "--variants", "full,sliding_window", "--ship", str(tmp_path / "ship")]
+    argv = [str(wd), "--quick", "--variants", "full,sliding_window", "--set", "anchor_tracks=true",
+            "--ship", str(tmp_path / "ship")]
     assert main(argv) == 0
     table = capsys.readouterr().out
     assert "| MovingBG (full) |" in table and "sliding window" in table
@@ -56,6 +57,7 @@ def test_quick_reproduction_runs_every_stage_and_resumes(tmp_path, capsys):
     assert tt["full_latent_handover"]["handover"] == "latent" and tt["tt_no_reference"]["reference"] is False
     assert tt["tt_no_tracks"]["bg_scale"] == 0 and tt["tt_sliding_window"]["method"] == "sliding_window"
     assert res["variants"]["sliding_window"]["method"] == "sliding_window"
+    assert json.loads((wd / "runs" / "full" / "train.json").read_text())["anchor_tracks"] is True
     full = res["variants"]["full"]
     assert full["method"] == "progressive" and len(full["clips"]) == QUICK["test_videos"]
     for key in ("psnr", "ssim", "background_motion", "boundary_continuity", "drift"):
@@ -74,3 +76,24 @@ def test_quick_reproduction_runs_every_stage_and_resumes(tmp_path, capsys):
     stamp = (wd / "runs" / "full" / "movingbg_mini.safetensors").stat().st_mtime_ns
     assert main([str(wd), "--quick", "--variants", "full,sliding_window"]) == 0
     assert (wd / "runs" / "full" / "movingbg_mini.safetensors").stat().st_mtime_ns == stamp
+
+
+def test_a_given_vae_replaces_the_vae_stage(tmp_path):
+    """``--set vae=FILE``: the models are trained for that VAE (its scale factor, its test PSNR reported) and
+    nothing is trained in its place; a VAE without the scale factor in its metadata is named and refused."""
+    from safetensors.torch import load_file, save_file
+
+    from movingbg.assets import MINI_BUNDLE, MINI_VAE
+    from movingbg.models.bundle import read_bundle_config
+    from movingbg.repro.experiment import train_vae_stage
+
+    path, info = train_vae_stage(tmp_path, ReproOptions(vae=str(MINI_VAE), test_videos=2))
+    assert path == MINI_VAE and not (tmp_path / "vae.safetensors").exists()
+    assert info["vae_scale_factor"] == pytest.approx(read_bundle_config(MINI_BUNDLE).vae_scale_factor, rel=1e-5)
+    assert 18 < info["psnr_test_db"] < 24  # README: ~20.5 dB on the test clips
+    bare = tmp_path / "bare.safetensors"
+    save_file(load_file(str(MINI_VAE)), str(bare))
+    with pytest.raises(ValueError, match="vae: .*movingbg_vae_scale_factor"):
+        train_vae_stage(tmp_path, ReproOptions(vae=str(bare)))
+    with pytest.raises(ValueError, match="vae: .* is not a file"):
+        train_vae_stage(tmp_path, ReproOptions(vae=str(tmp_path / "missing.safetensors")))

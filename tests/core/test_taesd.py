@@ -7,7 +7,7 @@ import torch
 from movingbg.models.vae import (build_taesd, from_comfy_taesd, is_taesd_state, load_taesd, save_taesd,
                                  to_comfy_taesd)
 from movingbg.synth.scene import make_clip
-from movingbg.train.vae import VAETrainOptions, _psnr, box_init_taesd, latent_std, train_taesd
+from movingbg.train.vae import VAETrainOptions, box_init_taesd, latent_std, reconstruction_psnr, train_taesd
 
 
 @pytest.fixture(scope="module")
@@ -60,8 +60,9 @@ def test_box_init_is_already_an_autoencoder_and_training_improves_it(frames):
     torch.manual_seed(0)
     random_vae = build_taesd().eval()
     boxed = box_init_taesd(build_taesd()).eval()
-    assert _psnr(boxed, frames) > _psnr(random_vae, frames) + 5.0  # random: ~5-8 dB, box: ~16 dB
-    assert _psnr(boxed, frames) > 14.0
+    boxed_db = reconstruction_psnr(boxed, frames)
+    assert boxed_db > reconstruction_psnr(random_vae, frames) + 5.0  # random: ~5-8 dB, box: ~16 dB
+    assert boxed_db > 14.0
     # latent channels 0..2 are the 8x8 block means of the image, scaled by the gain
     x = torch.from_numpy(frames[:1]).permute(0, 3, 1, 2).float() / 127.5 - 1
     z = boxed.encode(x).latents
@@ -69,7 +70,7 @@ def test_box_init_is_already_an_autoencoder_and_training_improves_it(frames):
     assert torch.allclose(z[:, :3], 2.0 * (means - 0.5), atol=1e-5)
     assert float(z[:, 3].detach().abs().max()) == 0.0
     res = train_taesd(frames, VAETrainOptions(steps=20, batch=4, crop=32, learning_rate=1e-3, seed=0))
-    assert res.psnr > _psnr(boxed, frames) + 0.2  # measured: 16.5 -> 17.1 dB
+    assert res.psnr > reconstruction_psnr(boxed, frames) + 0.2  # measured: 16.5 -> 17.1 dB
     assert res.latent_std == pytest.approx(latent_std(res.vae, frames))
 
 
