@@ -5,7 +5,10 @@ sampling; this probe asks one question per input, in seconds: noise clips of the
 to timestep ``t``, let the model predict the clean latents (x0) in one step, and compare the error
 with every input given against the error with one input withheld (track maps, pose maps, the
 condition frame, the reference bank). An input the model uses raises the error when withheld; one it
-ignores leaves it where it is (issue 6: the background encoder of the miniature model).
+ignores leaves it where it is (issue 6: the background encoder of the miniature model). One more row
+gives each clip the track maps of another test clip (the next one): the same kind of input with the
+wrong motion. A model that reads the motion in its tracks does worse with them than with its own; one
+that only reacts to there being tracks at all does not.
 
 The table also gives two model-free yardsticks that bracket what the tracks are worth: the error of
 *copying the condition frame* into every frame (the condition used, the motion guidance not), and of
@@ -40,11 +43,13 @@ from .world import TEST_SEED0
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ProbeOptions", "probe_inputs", "format_probe", "probe_clip", "warp_along_tracks", "WITHHELD",
+__all__ = ["ProbeOptions", "probe_inputs", "format_probe", "probe_clip", "warp_along_tracks", "WITHHELD", "SWAPPED",
            "generation_check", "format_generation"]
 
 WITHHELD = ("track_maps", "pose_maps", "condition", "reference")
 """The inputs the probe withholds one at a time (each only when the model has it)."""
+SWAPPED = "another clip's track_maps"
+"""The control row: each clip driven by the next test clip's track maps (needs ``clips >= 2``)."""
 
 
 @dataclass(frozen=True)
@@ -102,7 +107,8 @@ def probe_inputs(model, vae, o: ProbeOptions = ProbeOptions()) -> dict[str, Any]
     Returns:
         ``{"rows": {name: {t: [all, background]}}, "copy_condition": [all, background],
         "warp_condition": [all, background], "encoder_response": {maps: [change, output]}, "options": o}``;
-        rows ``"all inputs"`` and ``"<input> withheld"`` for each of :data:`WITHHELD` the model has;
+        rows ``"all inputs"`` and ``"<input> withheld"`` for each of :data:`WITHHELD` the model has, and
+        :data:`SWAPPED` (the next clip's track maps) when it has track maps and ``o.clips >= 2``;
         ``encoder_response``: for each motion encoder, the rms of how much its output changes when its maps
         are zeroed, and the rms of its output. A change near 0 with a clearly non-zero output is a dead
         encoder: its activations no longer carry the maps, so no gradient can teach it to read them.
@@ -128,13 +134,15 @@ def probe_inputs(model, vae, o: ProbeOptions = ProbeOptions()) -> dict[str, Any]
     available = {"track_maps": cfg.use_bg, "pose_maps": cfg.use_fg, "condition": cfg.use_concat,
                  "reference": model.reference_unet is not None}
     variants = ["all inputs"] + [f"{name} withheld" for name in WITHHELD if available[name]]
+    if cfg.use_bg and o.clips >= 2:
+        variants.append(SWAPPED)
     sums: dict[str, dict[int, np.ndarray]] = {v: {t: np.zeros(2) for t in o.timesteps} for v in variants}
     copy, warp = np.zeros(2), np.zeros(2)
     encoders = {name: enc for name, enc in (("pose_maps", model.fg_encoder), ("track_maps", model.bg_encoder))
                 if enc is not None}
     response = {name: np.zeros(2) for name in encoders}
-    for k in range(o.clips):
-        inp = probe_clip(TEST_SEED0 + k, o)
+    clips = [probe_clip(TEST_SEED0 + k, o) for k in range(o.clips)]
+    for k, inp in enumerate(clips):
         clip = inp["clip"]
         x0 = clip_latents(clip.frames)
         z = x0[0].permute(1, 0, 2, 3)  # (F, 4, h, w)
@@ -153,7 +161,8 @@ def probe_inputs(model, vae, o: ProbeOptions = ProbeOptions()) -> dict[str, Any]
         moved = warp_along_tracks(clip.frames[0], inp["tracks"])
         warp += errors(clip_latents(moved))
         inputs = {"cond_latent": z[:1], "pose_maps": maps(inp["pose_maps"]),
-                  "track_maps": maps(render_tracks(inp["tracks"], trail=cfg.track_trail))}
+                  "track_maps": maps(render_tracks(inp["tracks"], trail=cfg.track_trail)),
+                  SWAPPED: maps(render_tracks(clips[(k + 1) % o.clips]["tracks"], trail=cfg.track_trail))}
         bank = model.encode_reference(z[:1].to(device, dtype)) if available["reference"] else None
         for name, encoder in encoders.items():
             x = inputs[name][0].permute(1, 0, 2, 3).to(device, dtype)  # (F, 3, H, W)
@@ -175,6 +184,8 @@ def probe_inputs(model, vae, o: ProbeOptions = ProbeOptions()) -> dict[str, Any]
                     kw["cond_latent"] = None
                 elif variant == "reference withheld":
                     kw["bank"] = None
+                elif variant == SWAPPED:
+                    kw["track_maps"] = inputs[SWAPPED]
                 elif variant != "all inputs":
                     kw[variant.split()[0]] = None
                 kw = {key: (val.to(device, dtype) if isinstance(val, torch.Tensor) else val) for key, val in kw.items()}
