@@ -1,6 +1,7 @@
 """The miniature model shipped in movingbg/assets: it loads strictly, its demo inputs are what the demo
-writes, and generation on test-split clips (never trained on) keeps the reference in every clip and
-follows the driving pose (the figure is where the pose says, not where it was in the reference)."""
+writes, and generation on test-split clips (never trained on) keeps the reference in every clip,
+follows the driving pose (the figure is where the pose says, not where it was in the reference) and
+moves the background with the guidance tracks better than without them or with another clip's."""
 
 import json
 
@@ -116,3 +117,50 @@ def test_the_generated_figure_follows_the_driving_pose(driven):
         assert driven_err < POSE_MARGIN * still_err, (k, rows)
     mean = np.mean(list(rows.values()), axis=0)
     assert mean[0] < POSE_MARGIN * mean[2], rows
+
+
+def _through_vae(vae, frames: np.ndarray) -> np.ndarray:
+    """``frames`` sent through the VAE (encode -> decode): the best the model can draw, as float 0..255."""
+    from movingbg.train.encoders import decode_latents, encode_latents
+
+    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+    with torch.no_grad():
+        y = decode_latents(vae, encode_latents(vae, x, 1.0), 1.0)
+    return (y.permute(0, 2, 3, 1).numpy() * 255.0).round()
+
+
+@pytest.fixture(scope="module")
+def tracked(mini):
+    """The 6 test clips generated with their own background tracks, with none, and with the next clip's
+    (the same kind of input, the wrong motion): per clip and guidance, the background's mean |error|
+    against the true clip through the VAE (frames after the first) and the background-motion EPE."""
+    from movingbg.repro.experiment import score_video
+
+    model, vae = mini
+    o = _options()
+    inputs = [driving_inputs(TEST_SEED0 + k, o) for k in range(6)]
+    rows = []
+    for k, inp in enumerate(inputs):
+        clip = inp["clip"]
+        truth, bg = _through_vae(vae, clip.frames)[1:], clip.alpha[1:] < 0.5
+        row = []
+        for video in (generate_video(model, vae, inp, o), generate_video(model, vae, inp, o, use_tracks=False),
+                      generate_video(model, vae, dict(inp, tracks=inputs[(k + 1) % 6]["tracks"]), o)):
+            err = float(np.abs(video[1:].astype(float) - truth)[bg].mean())
+            epe = score_video(video, inp, o.clip_length, ("background_motion",))["background_motion"].value
+            row.append((err, float(epe)))
+        rows.append(row)
+    return np.array(rows)  # (clip, own / none / another's, error / EPE)
+
+
+def test_the_generated_background_moves_with_the_guidance_tracks(tracked):
+    """With its own tracks the generated background is closer to the true one than with none or with
+    another clip's, and the tracks re-extracted from it are closer to the guidance (EPE) than without
+    tracks on at least 5 of 6 clips. Measured: |error| 19.00 / 19.58 / 19.67 grey levels, EPE 3.29 /
+    3.51 / 3.34 px (own better than none on 6 of 6 clips). The model shipped before (a dead track encoder)
+    fails: 27.54 / 27.50 / 27.54, EPE 3.98 / 3.96 / 4.10, better on 4 of 6. The effect is small (README:
+    sampling loses most of what the one-step predictions take from the tracks); these checks hold it."""
+    err, epe = tracked[..., 0], tracked[..., 1]
+    mean = err.mean(axis=0)
+    assert mean[0] < 0.985 * mean[1] and mean[0] < 0.985 * mean[2], np.round(err, 2)
+    assert (epe[:, 0] < epe[:, 1]).sum() >= 5 and epe[:, 0].mean() < 0.97 * epe[:, 1].mean(), np.round(epe, 2)
