@@ -191,8 +191,8 @@ def _given_vae_info(path: Path, held: np.ndarray) -> dict:
     from ..train.encoders import load_vae
     from ..train.vae import reconstruction_psnr
 
-    if not path.is_file():
-        raise ValueError(f"vae: {path} is not a file (expected a TAESD-shaped .safetensors, e.g. "
+    if not path.is_file() or path.suffix != ".safetensors":
+        raise ValueError(f"vae: {path} is not a .safetensors file (expected a TAESD-shaped .safetensors, e.g. "
                          "movingbg/assets/models/vae/movingbg_mini_vae.safetensors)")
     with safe_open(str(path), "pt") as f:
         scale = (f.metadata() or {}).get("movingbg_vae_scale_factor")

@@ -95,5 +95,6 @@ def test_a_given_vae_replaces_the_vae_stage(tmp_path):
     save_file(load_file(str(MINI_VAE)), str(bare))
     with pytest.raises(ValueError, match="vae: .*movingbg_vae_scale_factor"):
         train_vae_stage(tmp_path, ReproOptions(vae=str(bare)))
-    with pytest.raises(ValueError, match="vae: .* is not a file"):
-        train_vae_stage(tmp_path, ReproOptions(vae=str(tmp_path / "missing.safetensors")))
+    for bad in (tmp_path / "missing.safetensors", tmp_path):
+        with pytest.raises(ValueError, match="vae: .* is not a .safetensors file"):
+            train_vae_stage(tmp_path, ReproOptions(vae=str(bad)))
