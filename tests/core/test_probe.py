@@ -9,7 +9,8 @@ import torch
 from movingbg.assets import MINI_BUNDLE, MINI_VAE
 from movingbg.models.config import MovingBGConfig
 from movingbg.models.generator import MovingBGModel
-from movingbg.repro.probe import SWAPPED, WITHHELD, ProbeOptions, format_probe, main, probe_clip, probe_inputs, warp_along_tracks
+from movingbg.repro.probe import (SWAPPED, WITHHELD, ProbeOptions, format_probe, main, probe_clip, probe_inputs,
+                                  warp_along_tracks)
 from movingbg.types import Tracks
 
 T = 900
