@@ -167,11 +167,11 @@ def train_vae_stage(workdir: Path, o: ReproOptions) -> tuple[Path, dict]:
     from ..train.vae import VAETrainOptions, train_taesd
 
     path, info_path = workdir / "vae.safetensors", workdir / "vae.json"
+    if not o.vae and path.is_file() and info_path.is_file():
+        return path, json.loads(info_path.read_text())
     held = np.concatenate([world_clip(TEST_SEED0 + s, 4, o.size).frames for s in range(o.test_videos)])
     if o.vae:
         return Path(o.vae), _given_vae_info(Path(o.vae), held)
-    if path.is_file() and info_path.is_file():
-        return path, json.loads(info_path.read_text())
     frames = np.concatenate([world_clip(s, o.train_frames, o.size).frames[::2] for s in range(o.train_videos)])
     t0 = time.perf_counter()
     res = train_taesd(frames, VAETrainOptions(steps=o.vae_steps, batch=o.vae_batch, crop=o.vae_crop,

@@ -142,6 +142,7 @@ def probe_inputs(model, vae, o: ProbeOptions = ProbeOptions()) -> dict[str, Any]
                 if enc is not None}
     response = {name: np.zeros(2) for name in encoders}
     clips = [probe_clip(TEST_SEED0 + k, o) for k in range(o.clips)]
+    track_maps = [maps(render_tracks(c["tracks"], trail=cfg.track_trail)) for c in clips]  # own; the next's = swapped
     for k, inp in enumerate(clips):
         clip = inp["clip"]
         x0 = clip_latents(clip.frames)
@@ -161,8 +162,7 @@ def probe_inputs(model, vae, o: ProbeOptions = ProbeOptions()) -> dict[str, Any]
         moved = warp_along_tracks(clip.frames[0], inp["tracks"])
         warp += errors(clip_latents(moved))
         inputs = {"cond_latent": z[:1], "pose_maps": maps(inp["pose_maps"]),
-                  "track_maps": maps(render_tracks(inp["tracks"], trail=cfg.track_trail)),
-                  SWAPPED: maps(render_tracks(clips[(k + 1) % o.clips]["tracks"], trail=cfg.track_trail))}
+                  "track_maps": track_maps[k], SWAPPED: track_maps[(k + 1) % o.clips]}
         bank = model.encode_reference(z[:1].to(device, dtype)) if available["reference"] else None
         for name, encoder in encoders.items():
             x = inputs[name][0].permute(1, 0, 2, 3).to(device, dtype)  # (F, 3, H, W)
