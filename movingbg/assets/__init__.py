@@ -1,7 +1,7 @@
 """Files shipped with MovingBG: the miniature model trained in the synthetic world and its demo inputs.
 
 * ``models/movingbg/movingbg_mini.safetensors`` (+ ``.json``): a tiny MovingBG bundle trained by
-  ``python -m movingbg.repro`` (the shipped recipe in the README: 800 videos, 12,000 steps; 64 x 64 frames,
+  ``python -m movingbg.repro`` (the shipped recipe in the README: 800 videos, 20,000 steps; 64 x 64 frames,
   8-frame clips); listed by **MovingBG Load Model**.
 * ``models/vae/movingbg_mini_vae.safetensors``: its TAESD-shaped VAE, listed by the stock **Load VAE**
   node (the pack registers both folders with ComfyUI, after the user's own folders).

@@ -80,15 +80,16 @@ def test_the_shipped_model_reads_the_motion_in_its_tracks(vae, background_only):
     maps than with none, and than with another clip's (the same kind of input, the wrong motion): it reads
     where its tracks go, not only that there are tracks. Background-only clips (the tracks are the only
     motion cue there) also beat copying the condition frame. Measured (6 clips, t = 900 / 600):
-    background-only 0.112 / 0.096 with the own tracks, 0.137 / 0.122 with none, 0.140 / 0.138 with
-    another clip's, copying 0.136; with the figure, t = 600: 0.136 / 0.147 / 0.157. The model shipped
-    before it (a track encoder born deaf) fails: its errors moved by < 0.5 % either way."""
+    background-only 0.075 / 0.068 with the own tracks, 0.139 / 0.130 with none, 0.176 / 0.164 with
+    another clip's, copying 0.136; with the figure, t = 600: 0.091 / 0.148 / 0.187. The model shipped
+    before it (12,000 steps of the same run: 0.096 / 0.122 / 0.138 at t = 600 on background-only clips)
+    fails the margin; the one before that (a track encoder born deaf) moved by < 0.5 % either way."""
     from movingbg.models.bundle import load_bundle
 
     model = load_bundle(MINI_BUNDLE, dtype=torch.float32).eval()
     ts = (900, 600) if background_only else (600,)
     res = probe_inputs(model, vae, ProbeOptions(clips=6, timesteps=ts, background_only=background_only))
-    margin = 0.9 if background_only else 0.97
+    margin = 0.8
     for t in ts:
         bg = {name: row[t][1] for name, row in res["rows"].items()}
         assert bg["all inputs"] < margin * bg["track_maps withheld"], (t, bg)

@@ -15,6 +15,7 @@ from movingbg.repro import ReproOptions, TEST_SEED0
 from movingbg.repro.experiment import generate_video, driving_inputs
 
 FRAMES = 16  # two progressive clips of 8 (7 new frames each after the first)
+TRACKED_FRAMES = 40  # the reproduction's test length: 6 progressive clips, where the tracks' effect builds up
 POSE_MARGIN = 0.95
 
 
@@ -111,7 +112,7 @@ def test_the_generated_figure_follows_the_driving_pose(driven):
     to the reference frame: the figure is drawn where the pose puts it. A model that ignores the pose, or
     copies the reference, fails both (an early shipped model, 2,200 steps in a slower world: 46.0 to the
     reference vs 49.5 to the true frame on the demo clip). Measured on this one, frames 12-15 of clips 0 / 2 /
-    4: 46.0 / 40.0 / 36.5 driven vs 49.7 / 65.7 / 53.5 with the pose held; 40.8 to the true frame vs 54.8 to
+    4: 41.7 / 34.9 / 34.3 driven vs 44.9 / 65.5 / 53.3 with the pose held; 37.0 to the true frame vs 53.5 to
     the reference over the clips."""
     rows = {k: (_moved_region_error(video, clip, lambda t: t), _moved_region_error(still, clip, lambda t: t),
                 _moved_region_error(video, clip, lambda t: 0)) for k, (clip, video, still) in driven.items()}
@@ -133,13 +134,14 @@ def _through_vae(vae, frames: np.ndarray) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def tracked(mini):
-    """The 6 test clips generated with their own background tracks, with none, and with the next clip's
-    (the same kind of input, the wrong motion): per clip and guidance, the background's mean |error|
-    against the true clip through the VAE (frames after the first) and the background-motion EPE."""
+    """The 6 test clips (40 frames, as in the README's tables) generated with their own background tracks, with
+    none, and with the next clip's (the same kind of input, the wrong motion): per clip and guidance, the
+    background's mean |error| against the true clip through the VAE (frames after the first) and the
+    background-motion EPE."""
     from movingbg.repro.experiment import score_video
 
     model, vae = mini
-    o = _options()
+    o = ReproOptions(test_frames=TRACKED_FRAMES)
     inputs = [driving_inputs(TEST_SEED0 + k, o) for k in range(6)]
     rows = []
     for k, inp in enumerate(inputs):
@@ -158,11 +160,12 @@ def tracked(mini):
 def test_the_generated_background_moves_with_the_guidance_tracks(tracked):
     """With its own tracks the generated background is closer to the true one than with none or with
     another clip's, and the tracks re-extracted from it are closer to the guidance (EPE) than without
-    tracks on at least 5 of 6 clips. Measured: |error| 19.00 / 19.58 / 19.67 grey levels, EPE 3.29 /
-    3.51 / 3.34 px (own better than none on 6 of 6 clips). The model shipped before (a dead track encoder)
-    fails: 27.54 / 27.50 / 27.54, EPE 3.98 / 3.96 / 4.10, better on 4 of 6. The effect is small (README:
-    sampling loses most of what the one-step predictions take from the tracks); these checks hold it."""
+    tracks on at least 5 of 6 clips and on average by more than 7 %. Measured on this model: |error| 29.36 /
+    30.26 / 32.90 grey levels, EPE 3.63 / 4.16 / 4.20 px (own better than none on 6 of 6 clips). The model
+    shipped before it (12,000 steps of the same run) fails: |error| 30.97 / 31.25 / 31.38, EPE 4.00 with its
+    tracks vs 4.19 without, better on 3 of 6; the one before that had a dead track encoder."""
     err, epe = tracked[..., 0], tracked[..., 1]
     mean = err.mean(axis=0)
     assert mean[0] < 0.985 * mean[1] and mean[0] < 0.985 * mean[2], np.round(err, 2)
-    assert (epe[:, 0] < epe[:, 1]).sum() >= 5 and epe[:, 0].mean() < 0.97 * epe[:, 1].mean(), np.round(epe, 2)
+    assert (epe[:, 0] < epe[:, 1]).sum() >= 5, np.round(epe, 2)
+    assert epe[:, 0].mean() < 0.93 * epe[:, 1].mean() and epe[:, 0].mean() < 0.93 * epe[:, 2].mean(), np.round(epe, 2)
