@@ -83,7 +83,8 @@ def test_the_shipped_model_reads_the_motion_in_its_tracks(vae, background_only):
     background-only 0.075 / 0.068 with the own tracks, 0.139 / 0.130 with none, 0.176 / 0.164 with
     another clip's, copying 0.136; with the figure, t = 600: 0.091 / 0.148 / 0.187. The model shipped
     before it (12,000 steps of the same run: 0.112 / 0.137 / 0.140 at t = 900 on background-only clips,
-    0.136 / 0.147 / 0.157 with the figure at t = 600) fails the margin; the one before that (a track encoder born deaf) moved by < 0.5 % either way."""
+    0.136 / 0.147 / 0.157 with the figure at t = 600) fails the margin; the one before that (a track encoder
+    born deaf) moved by < 0.5 % either way."""
     from movingbg.models.bundle import load_bundle
 
     model = load_bundle(MINI_BUNDLE, dtype=torch.float32).eval()
