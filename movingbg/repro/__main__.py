@@ -2,7 +2,7 @@
 
 Examples::
 
-    python -m movingbg.repro runs/repro                      # the README's table (~4 h on 2 CPU cores)
+    python -m movingbg.repro runs/repro                      # the README's table (~1 h on 2 CPU cores)
     python -m movingbg.repro /tmp/quick --quick              # a few steps of everything (minutes)
     python -m movingbg.repro runs/repro --ship ComfyUI/models # also install the full model + VAE there
 

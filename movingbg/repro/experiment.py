@@ -71,8 +71,8 @@ _LABELS = {"full": "MovingBG (full)", "no_fg": "w/o foreground encoder", "no_bg"
 
 @dataclass(frozen=True)
 class ReproOptions:
-    """Size of the experiment. The defaults are the README's shipped model and table (five models of 3,000
-    steps, two trained at a time: about 4 hours on 2 CPU cores); tests run it with a few steps.
+    """Size of the experiment. The defaults are the README's table (five models of 2,000 steps on 48 videos,
+    trained two at a time: about an hour on 2 CPU cores, evaluation included); tests run it with a few steps.
 
     Attributes:
         size: frame width = height in px (multiple of 32).
@@ -92,9 +92,9 @@ class ReproOptions:
             ``track_trail`` positions; ``clip_length - 1`` reaches back to the clip's condition frame).
         sample_steps, cfg_scale: generation.
         num_tracks: guidance tracks per test clip.
-        threads: torch threads in all; parallel: models trained at the same time (each with
-            ``threads // parallel`` threads: on a small CPU two 1-thread trainings do ~45 % more work
-            than one 2-thread training); seed: everything.
+        threads: torch threads in all; parallel: models trained at the same time (in rounds of
+            ``parallel``, each round's models sharing ``threads``: on a small CPU two 1-thread trainings do
+            ~45 % more work than one 2-thread training, and a round's lone model gets them all); seed: everything.
         variants: which rows to run; test_time: also the test-time ablations of the full model
             (:data:`TEST_TIME`).
     """
@@ -110,7 +110,7 @@ class ReproOptions:
     vae_batch: int = 8
     vae_crop: int = 32
     vae: str = ""
-    train_steps: int = 3000
+    train_steps: int = 2000
     batch_size: int = 4
     learning_rate: float = 5e-4
     encoder_channels: tuple[int, ...] = (8, 16, 32, 64)
@@ -212,7 +212,10 @@ def model_config(o: ReproOptions, variant: str, vae_scale_factor: float):
                                track_trail=o.track_trail, **VARIANTS[variant])
 
 
-def train_stage(workdir: Path, o: ReproOptions, variant: str, vae: Path, vae_scale_factor: float) -> Path:
+def train_stage(workdir: Path, o: ReproOptions, variant: str, vae: Path, vae_scale_factor: float,
+                threads: Optional[int] = None) -> Path:
+    """Train ``variant`` with ``python -m movingbg.train`` in a subprocess using ``threads`` torch threads
+    (default ``o.threads // o.parallel``); its bundle (an existing one is returned as is)."""
     out = workdir / "runs" / variant
     bundle = out / "movingbg_mini.safetensors"
     if bundle.is_file():
@@ -227,7 +230,7 @@ def train_stage(workdir: Path, o: ReproOptions, variant: str, vae: Path, vae_sca
         "blank_condition_prob": 0.1, "drop_joint_prob": 0.1, "seed": o.seed,
         "checkpoint_every": max(50, min(250, o.train_steps // 4)), "keep_last": 1, "resume": "auto",
         "log_every": max(1, o.train_steps // 20), "progress": False, "num_workers": 1,
-        "torch_threads": max(1, o.threads // max(1, o.parallel)), "export_name": bundle.name,
+        "torch_threads": max(1, threads or o.threads // max(1, o.parallel)), "export_name": bundle.name,
         "export_dtype": "fp16", "cache_latents": True, "ema_decay": o.ema_decay, "anchor_tracks": o.anchor_tracks,
     }
     cfg_path = out / "train.json"
@@ -424,13 +427,22 @@ def run(workdir: os.PathLike | str, options: ReproOptions = ReproOptions(),
     say("VAE: TAESD-shaped, trained on the training frames")
     vae, vae_info = train_vae_stage(wd, options)
     from concurrent.futures import ThreadPoolExecutor
+    from functools import partial
 
-    def train(variant: str) -> Path:
-        say(f"train: {variant}")
-        return train_stage(wd, options, variant, vae, vae_info["vae_scale_factor"])
-
-    with ThreadPoolExecutor(max_workers=max(1, options.parallel)) as pool:  # each training is a subprocess
-        bundles = dict(zip(options.variants, pool.map(train, options.variants)))
+    bundles: dict[str, Path] = {}
+    todo = [v for v in options.variants if not (wd / "runs" / v / "movingbg_mini.safetensors").is_file()]
+    for v in options.variants:
+        if v not in todo:
+            bundles[v] = train_stage(wd, options, v, vae, vae_info["vae_scale_factor"])
+    width = max(1, options.parallel)
+    for start in range(0, len(todo), width):  # rounds of `parallel` models sharing the threads
+        group = todo[start:start + width]
+        threads = max(1, options.threads // len(group))
+        say(f"train: {', '.join(group)} ({threads} thread{'s' * (threads > 1)} each)")
+        with ThreadPoolExecutor(max_workers=len(group)) as pool:  # each training is a subprocess
+            train = partial(train_stage, wd, options, vae=vae, vae_scale_factor=vae_info["vae_scale_factor"],
+                            threads=threads)
+            bundles.update(zip(group, pool.map(lambda v: train(variant=v), group)))
     variants = {}
     for variant in options.variants:
         say(f"evaluate: {variant}")

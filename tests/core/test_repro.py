@@ -44,7 +44,7 @@ def test_options_are_checked():
 def test_quick_reproduction_runs_every_stage_and_resumes(tmp_path, capsys):
     pytest.importorskip("accelerate")
     wd = tmp_path / "repro"
-    argv = [str(wd), "--quick", "--variants", "full,sliding_window", "--set", "anchor_tracks=true",
+    argv = [str(wd), "--quick", "--variants", "full,no_bg,sliding_window", "--set", "anchor_tracks=true",
             "--ship", str(tmp_path / "ship")]
     assert main(argv) == 0
     table = capsys.readouterr().out
@@ -52,12 +52,15 @@ def test_quick_reproduction_runs_every_stage_and_resumes(tmp_path, capsys):
     res = json.loads((wd / "results.json").read_text())
     from movingbg.repro.experiment import TEST_TIME
 
-    assert set(res["variants"]) == {"full", "sliding_window", *TEST_TIME}
+    assert set(res["variants"]) == {"full", "no_bg", "sliding_window", *TEST_TIME}
     tt = res["variants"]
     assert tt["full_latent_handover"]["handover"] == "latent" and tt["tt_no_reference"]["reference"] is False
     assert tt["tt_no_tracks"]["bg_scale"] == 0 and tt["tt_sliding_window"]["method"] == "sliding_window"
     assert res["variants"]["sliding_window"]["method"] == "sliding_window"
     assert json.loads((wd / "runs" / "full" / "train.json").read_text())["anchor_tracks"] is True
+    # trained in rounds of `parallel` (2) sharing the 2 threads: the last round's lone model gets both
+    assert [json.loads((wd / "runs" / v / "train.json").read_text())["torch_threads"]
+            for v in ("full", "no_bg", "sliding_window")] == [1, 1, 2]
     full = res["variants"]["full"]
     assert full["method"] == "progressive" and len(full["clips"]) == QUICK["test_videos"]
     for key in ("psnr", "ssim", "background_motion", "boundary_continuity", "drift"):
