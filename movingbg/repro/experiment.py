@@ -212,12 +212,16 @@ def model_config(o: ReproOptions, variant: str, vae_scale_factor: float):
                                track_trail=o.track_trail, **VARIANTS[variant])
 
 
+def _bundle_path(workdir: Path, variant: str) -> Path:
+    return workdir / "runs" / variant / "movingbg_mini.safetensors"
+
+
 def train_stage(workdir: Path, o: ReproOptions, variant: str, vae: Path, vae_scale_factor: float,
                 threads: Optional[int] = None) -> Path:
     """Train ``variant`` with ``python -m movingbg.train`` in a subprocess using ``threads`` torch threads
     (default ``o.threads // o.parallel``); its bundle (an existing one is returned as is)."""
-    out = workdir / "runs" / variant
-    bundle = out / "movingbg_mini.safetensors"
+    bundle = _bundle_path(workdir, variant)
+    out = bundle.parent
     if bundle.is_file():
         return bundle
     out.mkdir(parents=True, exist_ok=True)
@@ -427,22 +431,16 @@ def run(workdir: os.PathLike | str, options: ReproOptions = ReproOptions(),
     say("VAE: TAESD-shaped, trained on the training frames")
     vae, vae_info = train_vae_stage(wd, options)
     from concurrent.futures import ThreadPoolExecutor
-    from functools import partial
 
-    bundles: dict[str, Path] = {}
-    todo = [v for v in options.variants if not (wd / "runs" / v / "movingbg_mini.safetensors").is_file()]
-    for v in options.variants:
-        if v not in todo:
-            bundles[v] = train_stage(wd, options, v, vae, vae_info["vae_scale_factor"])
+    todo = [v for v in options.variants if not _bundle_path(wd, v).is_file()]
     width = max(1, options.parallel)
     for start in range(0, len(todo), width):  # rounds of `parallel` models sharing the threads
         group = todo[start:start + width]
         threads = max(1, options.threads // len(group))
         say(f"train: {', '.join(group)} ({threads} thread{'s' * (threads > 1)} each)")
         with ThreadPoolExecutor(max_workers=len(group)) as pool:  # each training is a subprocess
-            train = partial(train_stage, wd, options, vae=vae, vae_scale_factor=vae_info["vae_scale_factor"],
-                            threads=threads)
-            bundles.update(zip(group, pool.map(lambda v: train(variant=v), group)))
+            list(pool.map(lambda v: train_stage(wd, options, v, vae, vae_info["vae_scale_factor"], threads), group))
+    bundles = {v: _bundle_path(wd, v) for v in options.variants}
     variants = {}
     for variant in options.variants:
         say(f"evaluate: {variant}")
