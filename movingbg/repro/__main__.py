@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 from typing import Optional
 
-from .experiment import VARIANTS, ReproOptions, format_results, run
+from .experiment import VARIANTS, ReproOptions, bundle_path, format_results, run
 
 logger = logging.getLogger("movingbg.repro")
 
@@ -74,10 +74,10 @@ def main(argv: Optional[list[str]] = None) -> int:
         dest = Path(args.ship)
         dest.mkdir(parents=True, exist_ok=True)
         wd = Path(args.workdir)
-        run_dir = wd / "runs" / "full"
+        bundle = bundle_path(wd, "full")
         vae = Path(options.vae) if options.vae else wd / "vae.safetensors"
-        for src, target in ((run_dir / "movingbg_mini.safetensors", dest / "movingbg" / "movingbg_mini.safetensors"),
-                            (run_dir / "movingbg_mini.json", dest / "movingbg" / "movingbg_mini.json"),
+        for src, target in ((bundle, dest / "movingbg" / bundle.name),
+                            (bundle.with_suffix(".json"), dest / "movingbg" / bundle.with_suffix(".json").name),
                             (vae, dest / "vae" / "movingbg_mini_vae.safetensors")):
             target.parent.mkdir(parents=True, exist_ok=True)
             if target.is_file() and target.samefile(src):

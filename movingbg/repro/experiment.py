@@ -212,15 +212,16 @@ def model_config(o: ReproOptions, variant: str, vae_scale_factor: float):
                                track_trail=o.track_trail, **VARIANTS[variant])
 
 
-def _bundle_path(workdir: Path, variant: str) -> Path:
+def bundle_path(workdir: Path, variant: str) -> Path:
+    """Where :func:`train_stage` writes ``variant``'s bundle (its ``.json`` sidecar beside it)."""
     return workdir / "runs" / variant / "movingbg_mini.safetensors"
 
 
 def train_stage(workdir: Path, o: ReproOptions, variant: str, vae: Path, vae_scale_factor: float,
-                threads: Optional[int] = None) -> Path:
-    """Train ``variant`` with ``python -m movingbg.train`` in a subprocess using ``threads`` torch threads
-    (default ``o.threads // o.parallel``); its bundle (an existing one is returned as is)."""
-    bundle = _bundle_path(workdir, variant)
+                threads: int) -> Path:
+    """Train ``variant`` with ``python -m movingbg.train`` in a subprocess using ``threads`` torch threads;
+    its bundle (an existing one is returned as is)."""
+    bundle = bundle_path(workdir, variant)
     out = bundle.parent
     if bundle.is_file():
         return bundle
@@ -234,7 +235,7 @@ def train_stage(workdir: Path, o: ReproOptions, variant: str, vae: Path, vae_sca
         "blank_condition_prob": 0.1, "drop_joint_prob": 0.1, "seed": o.seed,
         "checkpoint_every": max(50, min(250, o.train_steps // 4)), "keep_last": 1, "resume": "auto",
         "log_every": max(1, o.train_steps // 20), "progress": False, "num_workers": 1,
-        "torch_threads": max(1, threads or o.threads // max(1, o.parallel)), "export_name": bundle.name,
+        "torch_threads": max(1, threads), "export_name": bundle.name,
         "export_dtype": "fp16", "cache_latents": True, "ema_decay": o.ema_decay, "anchor_tracks": o.anchor_tracks,
     }
     cfg_path = out / "train.json"
@@ -432,7 +433,7 @@ def run(workdir: os.PathLike | str, options: ReproOptions = ReproOptions(),
     vae, vae_info = train_vae_stage(wd, options)
     from concurrent.futures import ThreadPoolExecutor
 
-    todo = [v for v in options.variants if not _bundle_path(wd, v).is_file()]
+    todo = [v for v in options.variants if not bundle_path(wd, v).is_file()]
     width = max(1, options.parallel)
     for start in range(0, len(todo), width):  # rounds of `parallel` models sharing the threads
         group = todo[start:start + width]
@@ -440,7 +441,7 @@ def run(workdir: os.PathLike | str, options: ReproOptions = ReproOptions(),
         say(f"train: {', '.join(group)} ({threads} thread{'s' * (threads > 1)} each)")
         with ThreadPoolExecutor(max_workers=len(group)) as pool:  # each training is a subprocess
             list(pool.map(lambda v: train_stage(wd, options, v, vae, vae_info["vae_scale_factor"], threads), group))
-    bundles = {v: _bundle_path(wd, v) for v in options.variants}
+    bundles = {v: bundle_path(wd, v) for v in options.variants}
     variants = {}
     for variant in options.variants:
         say(f"evaluate: {variant}")
